@@ -1,0 +1,311 @@
+"""Python side of the flow table: owns the arrays, drains ended flows into conn/tunnel records.
+
+The kernel (:mod:`lawtap.flows.table`) does the per-packet work; this class does the per-flow
+work: naming (uid, address strings), Zeek's ``conn_state``, DPI on the payload samples, and
+building Arrow record batches.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import re
+from collections.abc import Callable
+
+import numpy as np
+import pyarrow as pa
+
+from lawtap.decode import kernel as dk
+from lawtap.flows import table as ft
+from lawtap.records import CONN, TUNNEL
+
+_BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+_RSTOS0 = re.compile(r"\^?S[^HAFGIQ]*R.*")
+_PROTO_NAMES = {6: "tcp", 17: "udp", 1: "icmp", 58: "icmp", 132: "sctp"}
+_TUNNEL_SERVICE = {dk.TUN_GTPV1: "gtp-u", dk.TUN_VXLAN: "vxlan", dk.TUN_GRE: "gre", dk.TUN_IP: "ipip"}
+
+ENDED_CAPACITY = 1 << 15
+SAMPLE_CAPACITY = 1 << 16
+ARENA_BYTES = 16 << 20
+
+Classifier = Callable[[str, int, int, list[bytes], list[bytes]], str]
+
+
+def make_uid(salt: bytes, fid: int, prefix: str = "C") -> str:
+    """Zeek-style uid (``C`` + 17 base62 chars), deterministic for the same input and flow."""
+    v = int.from_bytes(hashlib.blake2b(fid.to_bytes(8, "little"), key=salt[:64], digest_size=12).digest(), "big")
+    out = []
+    for _ in range(17):
+        v, r = divmod(v, 62)
+        out.append(_BASE62[r])
+    return prefix + "".join(out)
+
+
+class AddressNames:
+    """Formats 128-bit key halves as address strings, memoised (addresses repeat a lot)."""
+
+    def __init__(self) -> None:
+        self._cache: dict[tuple[int, int], str] = {}
+
+    def __call__(self, hi: int, lo: int) -> str:
+        key = (hi, lo)
+        s = self._cache.get(key)
+        if s is None:
+            if hi == 0 and (lo >> 32) == 0xFFFF:
+                s = str(ipaddress.IPv4Address(lo & 0xFFFFFFFF))
+            else:
+                s = str(ipaddress.IPv6Address((hi << 64) | lo))
+            if len(self._cache) > 1_000_000:
+                self._cache.clear()
+            self._cache[key] = s
+        return s
+
+
+def conn_state(proto: int, os_: int, rs: int, orig_size: int, resp_size: int, history: str) -> str:
+    """Zeek's ``conn_state`` (base/protocols/conn/main.zeek), from the endpoints' final states."""
+    if proto == 6:
+        o_inactive = os_ in (ft.TCP_INACTIVE, ft.TCP_PARTIAL)
+        r_inactive = rs in (ft.TCP_INACTIVE, ft.TCP_PARTIAL)
+        if rs == ft.TCP_RESET:
+            if os_ in (ft.TCP_SYN_SENT, ft.TCP_SYN_ACK_SENT) or (os_ == ft.TCP_RESET and orig_size == 0 and resp_size == 0):
+                return "REJ"
+            return "RSTRH" if o_inactive else "RSTR"
+        if os_ == ft.TCP_RESET:
+            if r_inactive:
+                return "RSTOS0" if _RSTOS0.fullmatch(history) else "OTH"
+            return "RSTO"
+        if rs == ft.TCP_CLOSED and os_ == ft.TCP_CLOSED:
+            return "SF"
+        if os_ == ft.TCP_CLOSED:
+            return "SH" if r_inactive else "S2"
+        if rs == ft.TCP_CLOSED:
+            return "SHR" if o_inactive else "S3"
+        if os_ == ft.TCP_SYN_SENT and rs == ft.TCP_INACTIVE:
+            return "S0"
+        if os_ == ft.TCP_ESTABLISHED and rs == ft.TCP_ESTABLISHED:
+            return "S1"
+        return "OTH"
+    if proto == 17:
+        if os_:
+            return "SF" if rs else "S0"
+        return "SHR" if rs else "OTH"
+    return "OTH"
+
+
+class FlowEngine:
+    """Runs decoded batches through the flow table and yields finished conn/tunnel records."""
+
+    def __init__(self, salt: bytes, classify: Classifier | None = None, capacity: int = 1 << 16) -> None:
+        self.salt = salt
+        self.classify = classify
+        self.K = np.zeros((capacity, 5), dtype=np.uint64)
+        self.F = np.zeros((capacity, ft.NF), dtype=np.int64)
+        self.H = np.zeros((capacity, ft.HLEN), dtype=np.uint8)
+        self.used = np.zeros(capacity, dtype=np.uint8)
+        self.state = np.zeros(ft.NS, dtype=np.int64)
+        self.server_ports = ft.likely_server_ports()
+        self.EK = np.zeros((ENDED_CAPACITY, 5), dtype=np.uint64)
+        self.EF = np.zeros((ENDED_CAPACITY, ft.NF), dtype=np.int64)
+        self.EH = np.zeros((ENDED_CAPACITY, ft.HLEN), dtype=np.uint8)
+        self.S = np.zeros((SAMPLE_CAPACITY, 4), dtype=np.int64)
+        self.arena = np.zeros(ARENA_BYTES, dtype=np.uint8)
+        self.samples: dict[int, tuple[list[bytes], list[bytes]]] = {}
+        self.names = AddressNames()
+        self._uids: dict[int, str] = {}
+        self.conn_batches: list[pa.RecordBatch] = []
+        self.tunnel_batches: list[pa.RecordBatch] = []
+        self.flows_ended = 0
+        self.peak_flows = 0
+
+    # ---- per batch ----
+    def run(self, data: np.ndarray, A: np.ndarray, D: np.ndarray, ts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Process one decoded batch; returns per-packet (fid, outer_fid) columns."""
+        n = D.shape[0]
+        PF = np.empty(n, dtype=np.int64)
+        POF = np.empty(n, dtype=np.int64)
+        i = 0
+        while True:
+            rc, i = ft.process(data, A, D, ts, i, n, self.K, self.F, self.H, self.used, self.state,
+                               self.server_ports, self.EK, self.EF, self.EH, self.S, self.arena, PF, POF)
+            self.peak_flows = max(self.peak_flows, int(self.state[ft.S_COUNT]))
+            if rc == ft.RC_DONE:
+                break
+            if rc == ft.RC_GROW:
+                self._grow()
+            else:
+                self._drain_samples()
+                self._drain_ended()
+        self._drain_samples()
+        self._drain_ended()
+        return PF, POF
+
+    def finish(self) -> None:
+        """End every live flow (end of input, or interruption)."""
+        while not ft.flush_all(self.K, self.F, self.H, self.used, self.state, self.EK, self.EF, self.EH):
+            self._drain_ended()
+        self._drain_ended()
+
+    def uid(self, fid: int) -> str:
+        u = self._uids.get(fid)
+        if u is None:
+            u = self._uids[fid] = make_uid(self.salt, fid)
+        return u
+
+    def take_records(self) -> tuple[list[pa.RecordBatch], list[pa.RecordBatch]]:
+        conn, tun = self.conn_batches, self.tunnel_batches
+        self.conn_batches, self.tunnel_batches = [], []
+        return conn, tun
+
+    # ---- internals ----
+    def _grow(self) -> None:
+        cap = self.K.shape[0] * 2
+        K2 = np.zeros((cap, 5), dtype=np.uint64)
+        F2 = np.zeros((cap, ft.NF), dtype=np.int64)
+        H2 = np.zeros((cap, ft.HLEN), dtype=np.uint8)
+        used2 = np.zeros(cap, dtype=np.uint8)
+        ft.rehash(self.K, self.F, self.H, self.used, K2, F2, H2, used2)
+        self.K, self.F, self.H, self.used = K2, F2, H2, used2
+
+    def _drain_samples(self) -> None:
+        n = int(self.state[ft.S_N_SAMPLES])
+        if n == 0:
+            return
+        used = int(self.state[ft.S_ARENA_USED])
+        blob = self.arena[:used].tobytes()
+        samples = self.samples
+        for fid, d, off, ln in self.S[:n].tolist():
+            entry = samples.get(fid)
+            if entry is None:
+                entry = samples[fid] = ([], [])
+            entry[d].append(blob[off : off + ln])
+        self.state[ft.S_N_SAMPLES] = 0
+        self.state[ft.S_ARENA_USED] = 0
+
+    def _drain_ended(self) -> None:
+        n = int(self.state[ft.S_N_ENDED])
+        if n == 0:
+            return
+        self._drain_samples()  # samples of flows ending now must be in the dict first
+        EK, EF, EH = self.EK[:n], self.EF[:n], self.EH[:n]
+        self.state[ft.S_N_ENDED] = 0
+        self.flows_ended += n
+        conn_rows = np.nonzero(EF[:, ft.F_TUN_KIND] == 0)[0]
+        tun_rows = np.nonzero(EF[:, ft.F_TUN_KIND] != 0)[0]
+        # UDP tunnels (GTP-U, VXLAN) are connections too, as in Zeek; IP tunnels are not.
+        udp_tun = tun_rows[EF[tun_rows, ft.F_PROTO] == 17]
+        conn_rows = np.sort(np.concatenate([conn_rows, udp_tun]))
+        if len(conn_rows):
+            self.conn_batches.append(self._conn_batch(EK[conn_rows], EF[conn_rows], EH[conn_rows]))
+        if len(tun_rows):
+            self.tunnel_batches.append(self._tunnel_batch(EK[tun_rows], EF[tun_rows]))
+
+    def _endpoints(self, EK: np.ndarray, EF: np.ndarray) -> tuple[list[str], np.ndarray, list[str], np.ndarray]:
+        orig_is_a = EF[:, ft.F_ORIG_IS_A] == 1
+        pa_ = (EK[:, 4] >> np.uint64(24)).astype(np.int64) & 0xFFFF
+        pb_ = (EK[:, 4] >> np.uint64(8)).astype(np.int64) & 0xFFFF
+        names = self.names
+        ka = [names(h, l) for h, l in zip(EK[:, 0].tolist(), EK[:, 1].tolist())]
+        kb = [names(h, l) for h, l in zip(EK[:, 2].tolist(), EK[:, 3].tolist())]
+        oa = orig_is_a.tolist()
+        orig_h = [a if o else b for a, b, o in zip(ka, kb, oa)]
+        resp_h = [b if o else a for a, b, o in zip(ka, kb, oa)]
+        orig_p = np.where(orig_is_a, pa_, pb_)
+        resp_p = np.where(orig_is_a, pb_, pa_)
+        return orig_h, orig_p, resp_h, resp_p
+
+    def _conn_batch(self, EK: np.ndarray, EF: np.ndarray, EH: np.ndarray) -> pa.RecordBatch:
+        n = EK.shape[0]
+        orig_h, orig_p, resp_h, resp_p = self._endpoints(EK, EF)
+        proto = EF[:, ft.F_PROTO]
+        # ICMP one-way types: Zeek logs (type, code) of the first packet as the ports.
+        icmp_one_way = ((proto == 1) | (proto == 58)) & (orig_p == resp_p) & (EF[:, ft.F_ICMP_TYPE] >= 0)
+        if icmp_one_way.any():
+            orig_p = np.where(icmp_one_way, EF[:, ft.F_ICMP_TYPE] >> 8, orig_p)
+            resp_p = np.where(icmp_one_way, EF[:, ft.F_ICMP_TYPE] & 0xFF, resp_p)
+        tcp = proto == 6
+        sizes = []
+        for d in (0, 1):
+            seq_size = np.maximum(EF[:, ft.F_HIGH + d], EF[:, ft.F_ACKED + d])
+            seq_size = seq_size - (EF[:, ft.F_SYN_CNT + d] > 0) - (EF[:, ft.F_FIN_CNT + d] > 0)
+            sizes.append(np.where(tcp, np.maximum(seq_size, 0), EF[:, ft.F_PAY_BYTES + d]))
+        hist_len = EF[:, ft.F_HIST_LEN]
+        histories = [bytes(EH[i, : hist_len[i]]).decode("ascii") for i in range(n)]
+        fids = EF[:, ft.F_FID].tolist()
+        uids = [self.uid(f) for f in fids]
+        parents = EF[:, ft.F_PARENT].tolist()
+        tunnel_parents = [[self.uid(p)] if p >= 0 else None for p in parents]
+        protos = proto.tolist()
+        states = [
+            conn_state(p, o, r, int(a), int(b), h)
+            for p, o, r, a, b, h in zip(protos, EF[:, ft.F_STATE].tolist(), EF[:, ft.F_STATE + 1].tolist(),
+                                        sizes[0].tolist(), sizes[1].tolist(), histories)
+        ]
+        services = self._services(fids, protos, orig_p.tolist(), resp_p.tolist(), EF[:, ft.F_TUN_KIND].tolist())
+        first = EF[:, ft.F_FIRST_TS]
+        duration = (EF[:, ft.F_LAST_TS] - first) / 1e9
+        vlan = EF[:, ft.F_VLAN]
+        ivlan = EF[:, ft.F_INNER_VLAN]
+        cols = {
+            "ts": pa.array(first // 1000, type=pa.int64()).cast(pa.timestamp("us", tz="UTC")),
+            "uid": uids,
+            "id.orig_h": orig_h,
+            "id.orig_p": pa.array(orig_p, type=pa.uint16()),
+            "id.resp_h": resp_h,
+            "id.resp_p": pa.array(resp_p, type=pa.uint16()),
+            "proto": [_PROTO_NAMES.get(p, "unknown_transport") for p in protos],
+            "service": services,
+            "duration": duration,
+            "orig_bytes": sizes[0],
+            "resp_bytes": sizes[1],
+            "conn_state": states,
+            "missed_bytes": EF[:, ft.F_MISSED],
+            "history": [h or None for h in histories],
+            "orig_pkts": EF[:, ft.F_PKTS],
+            "orig_ip_bytes": EF[:, ft.F_IP_BYTES],
+            "resp_pkts": EF[:, ft.F_PKTS + 1],
+            "resp_ip_bytes": EF[:, ft.F_IP_BYTES + 1],
+            "tunnel_parents": tunnel_parents,
+            "vlan": pa.array(vlan, type=pa.int64(), mask=vlan < 0).cast(pa.uint16()),
+            "inner_vlan": pa.array(ivlan, type=pa.int64(), mask=ivlan < 0).cast(pa.uint16()),
+            "ip_proto": pa.array(proto, type=pa.uint8()),
+            "fid": EF[:, ft.F_FID],
+        }
+        return pa.RecordBatch.from_pydict(cols, schema=CONN)
+
+    def _services(self, fids: list[int], protos: list[int], orig_p: list[int], resp_p: list[int], tun: list[int]) -> list[str | None]:
+        out: list[str | None] = []
+        pop = self.samples.pop
+        classify = self.classify
+        for fid, proto, op, rp, tk in zip(fids, protos, orig_p, resp_p, tun):
+            entry = pop(fid, None)
+            if tk:
+                out.append(_TUNNEL_SERVICE.get(tk))
+                continue
+            if entry is None or classify is None or proto not in (6, 17, 132):
+                out.append(None)
+                continue
+            try:
+                svc = classify(_PROTO_NAMES[proto], op, rp, entry[0], entry[1])
+            except Exception:  # a detector bug must not lose the flow; DPI is fuzzed separately
+                svc = ""
+            out.append(svc or None)
+        return out
+
+    def _tunnel_batch(self, EK: np.ndarray, EF: np.ndarray) -> pa.RecordBatch:
+        orig_h, orig_p, resp_h, resp_p = self._endpoints(EK, EF)
+        for fid in EF[:, ft.F_FID].tolist():
+            self.samples.pop(fid, None)
+        cols = {
+            "ts": pa.array(EF[:, ft.F_FIRST_TS] // 1000, type=pa.int64()).cast(pa.timestamp("us", tz="UTC")),
+            "uid": [self.uid(f) for f in EF[:, ft.F_FID].tolist()],
+            "id.orig_h": orig_h,
+            "id.orig_p": pa.array(orig_p, type=pa.uint16()),
+            "id.resp_h": resp_h,
+            "id.resp_p": pa.array(resp_p, type=pa.uint16()),
+            "tunnel_type": [dk.TUNNEL_NAMES.get(k, "Tunnel::UNKNOWN") for k in EF[:, ft.F_TUN_KIND].tolist()],
+            "action": ["Tunnel::DISCOVER"] * EK.shape[0],
+            "duration": (EF[:, ft.F_LAST_TS] - EF[:, ft.F_FIRST_TS]) / 1e9,
+            "packets": EF[:, ft.F_PKTS] + EF[:, ft.F_PKTS + 1],
+            "fid": EF[:, ft.F_FID],
+        }
+        return pa.RecordBatch.from_pydict(cols, schema=TUNNEL)

@@ -1,0 +1,232 @@
+"""``lawtap analyze``: source -> decode -> (defrag) -> flows -> records -> sinks, batch by batch.
+
+Each stage is a plain object; this module only wires them and keeps the run's counters. Python
+work here is per batch (tens of thousands of packets) or per finished flow, never per packet,
+except for IP fragments, which take the defragmenter's slow path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from lawtap.decode import kernel as dk
+from lawtap.decode.defrag import Defragmenter
+from lawtap.flows.engine import FlowEngine
+from lawtap.records import PACKETS, WEIRD
+from lawtap.sources.batch import PacketBatch
+
+
+@dataclass
+class RunStats:
+    """Counters for the summary and case.json."""
+
+    packets: int = 0
+    bytes: int = 0
+    flow_packets: int = 0
+    non_ip: int = 0
+    ip_other: int = 0
+    fragments: int = 0
+    reassembled: int = 0
+    malformed: int = 0
+    first_ts: int = 0
+    last_ts: int = 0
+    flows: int = 0
+    peak_flows: int = 0
+    weirds: Counter = field(default_factory=Counter)
+
+    def as_dict(self) -> dict:
+        d = {k: v for k, v in self.__dict__.items() if k != "weirds"}
+        d["weirds"] = dict(self.weirds)
+        return d
+
+
+def run_salt(paths: Iterable[Path]) -> bytes:
+    """A salt for uids derived from the inputs, so the same capture always yields the same uids."""
+    h = hashlib.sha256()
+    for p in paths:
+        h.update(str(Path(p).name).encode())
+        try:
+            with open(p, "rb") as f:
+                h.update(f.read(65536))
+        except OSError:
+            pass
+    return h.digest()
+
+
+class Analyzer:
+    """Feeds batches through decode and flows, handing record batches to a sink callback."""
+
+    def __init__(self, salt: bytes, file_names: list[str], classify=None) -> None:
+        self.engine = FlowEngine(salt, classify=classify)
+        self.defrag = Defragmenter()
+        self.stats = RunStats()
+        self.file_names = file_names
+        self._frame = 0
+
+    def process(self, batch: PacketBatch) -> Iterator[tuple[str, pa.RecordBatch]]:
+        """Analyze one batch; yields (record type, record batch) pairs to write."""
+        n = len(batch)
+        st = self.stats
+        if batch.weirds:
+            yield "weird", self._reader_weirds(batch)
+        if n == 0:
+            return
+        A, D = dk.new_columns(n)
+        dk.decode_batch(batch.data, batch.offset, batch.caplen, batch.linktype, A, D)
+        data = batch.data
+        status = D[:, dk.C_STATUS]
+        frag_idx = np.nonzero(status == dk.ST_FRAGMENT)[0]
+        if len(frag_idx):
+            data = self._reassemble(batch, A, D, frag_idx)
+            status = D[:, dk.C_STATUS]
+        PF, POF = self.engine.run(data, A, D, batch.ts)
+
+        st.packets += n
+        st.bytes += int(batch.caplen.sum())
+        st.flow_packets += int(np.count_nonzero(status == dk.ST_FLOW))
+        st.non_ip += int(np.count_nonzero(status == dk.ST_NON_IP))
+        st.ip_other += int(np.count_nonzero(status == dk.ST_IP_OTHER))
+        st.malformed += int(np.count_nonzero(status == dk.ST_BAD))
+        if st.first_ts == 0:
+            st.first_ts = int(batch.ts[0])
+        st.first_ts = min(st.first_ts, int(batch.ts.min()))
+        st.last_ts = max(st.last_ts, int(batch.ts.max()))
+
+        frames = np.arange(self._frame + 1, self._frame + n + 1, dtype=np.int64)
+        self._frame += n
+        weird_rows = np.nonzero(D[:, dk.C_WEIRD])[0]
+        if len(weird_rows):
+            yield "weird", self._decode_weirds(batch, D, PF, frames, weird_rows)
+        if self.defrag.weirds:
+            yield "weird", self._simple_weirds(self.defrag.weirds, "defrag", int(batch.ts[-1]))
+            self.defrag.weirds = []
+        yield "packets", pa.RecordBatch.from_arrays(
+            [
+                pa.array(frames),
+                pa.array(batch.ts, type=pa.int64()),
+                pa.array(PF),
+                pa.array(POF),
+                pa.array(batch.file_id, type=pa.int16()),
+                pa.array(batch.file_offset, type=pa.int64()),
+                pa.array(batch.caplen, type=pa.int32()),
+                pa.array(batch.wirelen, type=pa.int32()),
+                pa.array(batch.linktype, type=pa.int32()),
+            ],
+            schema=PACKETS,
+        )
+        yield from self._records()
+
+    def finish(self) -> Iterator[tuple[str, pa.RecordBatch]]:
+        self.engine.finish()
+        yield from self._records()
+        self.stats.peak_flows = self.engine.peak_flows
+
+    # ---- helpers ----
+    def _records(self) -> Iterator[tuple[str, pa.RecordBatch]]:
+        conn, tun = self.engine.take_records()
+        for rb in conn:
+            self.stats.flows += rb.num_rows
+            yield "conn", rb
+        for rb in tun:
+            yield "tunnel", rb
+
+    def _reassemble(self, batch: PacketBatch, A: np.ndarray, D: np.ndarray, frag_idx: np.ndarray) -> np.ndarray:
+        """Slow path: rebuild datagrams and decode them in place of their last fragment."""
+        st = self.stats
+        st.fragments += len(frag_idx)
+        extra: list[bytes] = []
+        rows: list[int] = []
+        for i in frag_idx.tolist():
+            start = int(D[i, dk.C_L3_OFF])
+            ip = batch.data[start : start + int(D[i, dk.C_L3_LEN])].tobytes()
+            whole = self.defrag.feed(ip, int(batch.ts[i]))
+            if whole is not None:
+                extra.append(whole)
+                rows.append(i)
+        self.defrag.expire(int(batch.ts[frag_idx[-1]]))
+        if not extra:
+            return batch.data
+        st.reassembled += len(extra)
+        base = batch.data.shape[0]
+        blob = b"".join(extra)
+        data = np.concatenate([batch.data, np.frombuffer(blob, dtype=np.uint8)])
+        offs = np.cumsum([0] + [len(x) for x in extra[:-1]]).astype(np.int64) + base
+        lens = np.array([len(x) for x in extra], dtype=np.int32)
+        A2, D2 = dk.new_columns(len(extra))
+        dk.decode_batch(data, offs, lens, np.full(len(extra), 101, dtype=np.int32), A2, D2)
+        for k, i in enumerate(rows):
+            keep_tunnel = D[i, dk.C_TUN_KIND] != dk.TUN_NONE and D2[k, dk.C_TUN_KIND] == dk.TUN_NONE
+            vlan, ivlan = D[i, dk.C_VLAN], D[i, dk.C_INNER_VLAN]
+            if keep_tunnel:
+                tun_cols = D[i, dk.C_TUN_KIND : dk.C_TUN_PAY_LEN + 1].copy()
+                outer = A[i, 4:8].copy()
+            A[i, :] = A2[k, :]
+            D[i, :] = D2[k, :]
+            D[i, dk.C_VLAN], D[i, dk.C_INNER_VLAN] = vlan, ivlan
+            if keep_tunnel:
+                D[i, dk.C_TUN_KIND : dk.C_TUN_PAY_LEN + 1] = tun_cols
+                A[i, 4:8] = outer
+        return data
+
+    def _decode_weirds(self, batch: PacketBatch, D: np.ndarray, PF: np.ndarray, frames: np.ndarray, rows: np.ndarray) -> pa.RecordBatch:
+        codes = D[rows, dk.C_WEIRD].tolist()
+        names = [dk.WEIRD_NAMES[c] for c in codes]
+        self.stats.weirds.update(names)
+        fids = PF[rows].tolist()
+        file_ids = batch.file_id[rows].tolist()
+        return pa.RecordBatch.from_pydict(
+            {
+                "ts": pa.array(batch.ts[rows] // 1000, type=pa.int64()).cast(pa.timestamp("us", tz="UTC")),
+                "uid": [self.engine.uid(f) if f >= 0 else None for f in fids],
+                "name": names,
+                "detail": [None] * len(rows),
+                "source": ["decode"] * len(rows),
+                "frame": frames[rows],
+                "file": [self.file_names[f] if 0 <= f < len(self.file_names) else None for f in file_ids],
+                "file_offset": batch.file_offset[rows],
+            },
+            schema=WEIRD,
+        )
+
+    def _reader_weirds(self, batch: PacketBatch) -> pa.RecordBatch:
+        ws = batch.weirds
+        self.stats.weirds.update(w.name for w in ws)
+        fid = int(batch.file_id[0]) if len(batch) else 0
+        fname = self.file_names[fid] if 0 <= fid < len(self.file_names) else None
+        return pa.RecordBatch.from_pydict(
+            {
+                "ts": pa.array([None] * len(ws), type=pa.timestamp("us", tz="UTC")),
+                "uid": [None] * len(ws),
+                "name": [w.name for w in ws],
+                "detail": [w.detail for w in ws],
+                "source": ["reader"] * len(ws),
+                "frame": pa.array([None] * len(ws), type=pa.int64()),
+                "file": [fname] * len(ws),
+                "file_offset": [w.file_offset for w in ws],
+            },
+            schema=WEIRD,
+        )
+
+    def _simple_weirds(self, items: list[tuple[str, str]], source: str, ts: int) -> pa.RecordBatch:
+        self.stats.weirds.update(name for name, _ in items)
+        k = len(items)
+        return pa.RecordBatch.from_pydict(
+            {
+                "ts": pa.array([ts // 1000] * k, type=pa.int64()).cast(pa.timestamp("us", tz="UTC")),
+                "uid": [None] * k,
+                "name": [n for n, _ in items],
+                "detail": [d for _, d in items],
+                "source": [source] * k,
+                "frame": pa.array([None] * k, type=pa.int64()),
+                "file": [None] * k,
+                "file_offset": pa.array([None] * k, type=pa.int64()),
+            },
+            schema=WEIRD,
+        )

@@ -1,0 +1,94 @@
+"""Record types and their Arrow schemas, defined once.
+
+Every log type lawtap writes is listed in :data:`SCHEMAS`; a sink writes
+``CASE_DIR/<type>.parquet`` (and ``<type>.log`` JSON lines with ``--json``) with exactly that
+schema, and ``lawtap query`` exposes one DuckDB view per type. Field names follow Zeek's where
+Zeek has one, so ``id.orig_h``, ``uid``, ``conn_state`` and ``history`` mean what analysts expect.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+TS = pa.timestamp("us", tz="UTC")
+
+CONN = pa.schema(
+    [
+        pa.field("ts", TS, nullable=False),
+        pa.field("uid", pa.string(), nullable=False),
+        pa.field("id.orig_h", pa.string(), nullable=False),
+        pa.field("id.orig_p", pa.uint16(), nullable=False),
+        pa.field("id.resp_h", pa.string(), nullable=False),
+        pa.field("id.resp_p", pa.uint16(), nullable=False),
+        pa.field("proto", pa.string(), nullable=False),
+        pa.field("service", pa.string()),
+        pa.field("duration", pa.float64()),
+        pa.field("orig_bytes", pa.int64()),
+        pa.field("resp_bytes", pa.int64()),
+        pa.field("conn_state", pa.string()),
+        pa.field("missed_bytes", pa.int64()),
+        pa.field("history", pa.string()),
+        pa.field("orig_pkts", pa.int64()),
+        pa.field("orig_ip_bytes", pa.int64()),
+        pa.field("resp_pkts", pa.int64()),
+        pa.field("resp_ip_bytes", pa.int64()),
+        pa.field("tunnel_parents", pa.list_(pa.string())),
+        pa.field("vlan", pa.uint16()),
+        pa.field("inner_vlan", pa.uint16()),
+        pa.field("ip_proto", pa.uint8()),
+        # Internal flow number: joins conn to packets (the flow -> packets index).
+        pa.field("fid", pa.int64(), nullable=False),
+    ]
+)
+
+TUNNEL = pa.schema(
+    [
+        pa.field("ts", TS, nullable=False),
+        pa.field("uid", pa.string(), nullable=False),
+        pa.field("id.orig_h", pa.string(), nullable=False),
+        pa.field("id.orig_p", pa.uint16(), nullable=False),
+        pa.field("id.resp_h", pa.string(), nullable=False),
+        pa.field("id.resp_p", pa.uint16(), nullable=False),
+        pa.field("tunnel_type", pa.string(), nullable=False),  # Tunnel::GTPv1, ::GRE, ::IP, ::VXLAN
+        pa.field("action", pa.string(), nullable=False),  # Tunnel::DISCOVER
+        pa.field("duration", pa.float64()),
+        pa.field("packets", pa.int64()),
+        pa.field("fid", pa.int64(), nullable=False),
+    ]
+)
+
+WEIRD = pa.schema(
+    [
+        pa.field("ts", TS),
+        pa.field("uid", pa.string()),
+        pa.field("name", pa.string(), nullable=False),
+        pa.field("detail", pa.string()),
+        pa.field("source", pa.string()),  # which stage reported it: reader, decode, flow, ...
+        pa.field("frame", pa.int64()),  # 1-based packet number in the run, when known
+        pa.field("file", pa.string()),
+        pa.field("file_offset", pa.int64()),
+    ]
+)
+
+# The flow -> packets index: one row per packet that belongs to a flow (tunnelled packets carry
+# both their inner flow and their outer flow), enough to cut the packet back out of its source.
+PACKETS = pa.schema(
+    [
+        pa.field("frame", pa.int64(), nullable=False),  # 1-based, in processing order
+        pa.field("ts_ns", pa.int64(), nullable=False),
+        pa.field("fid", pa.int64(), nullable=False),  # innermost flow (-1 when none)
+        pa.field("outer_fid", pa.int64(), nullable=False),  # UDP tunnel's flow (-1 when none)
+        pa.field("file_id", pa.int16(), nullable=False),
+        pa.field("file_offset", pa.int64(), nullable=False),
+        pa.field("caplen", pa.int32(), nullable=False),
+        pa.field("wirelen", pa.int32(), nullable=False),
+        pa.field("linktype", pa.int32(), nullable=False),
+    ]
+)
+
+SCHEMAS: dict[str, pa.Schema] = {
+    "conn": CONN,
+    "tunnel": TUNNEL,
+    "weird": WEIRD,
+    "packets": PACKETS,
+}
