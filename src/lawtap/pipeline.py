@@ -230,3 +230,60 @@ class Analyzer:
             },
             schema=WEIRD,
         )
+
+
+def run_analysis(
+    sources: list,
+    case_dir: str | Path,
+    *,
+    json_logs: bool = False,
+    dpi: bool = True,
+    progress: bool | None = None,
+    overwrite: bool = False,
+    command: list[str] | None = None,
+) -> RunStats:
+    """Analyze opened sources (CaptureSource/LiveSource) into ``case_dir``.
+
+    Ctrl-C stops reading, ends the live flows and closes every Parquet file, so an interrupted
+    run leaves a complete, queryable case marked ``interrupted`` in case.json.
+    """
+    from lawtap.progress import Progress
+    from lawtap.sinks import CaseWriter, SourceInfo
+    from lawtap.sources import merge_batches
+
+    classify = None
+    if dpi:
+        from lawtap.dpi import classify
+    infos = [
+        SourceInfo(
+            file_id=i,
+            path=str(Path(s.path).resolve()) if getattr(s, "path", None) else f"live:{getattr(s, 'interface', '?')}",
+            size=int(getattr(s, "size", 0) or 0),
+            format=getattr(s, "format", "pcap"),
+            compressed=bool(getattr(s, "compressed", False)),
+        )
+        for i, s in enumerate(sources)
+    ]
+    paths = [Path(s.path) for s in sources if getattr(s, "path", None)]
+    analyzer = Analyzer(run_salt(paths), [info.path for info in infos], classify=classify)
+    writer = CaseWriter(case_dir, json_logs, sources=infos, command=command, overwrite=overwrite)
+    interrupted = False
+    total = sum(int(getattr(s, "size", 0) or 0) for s in sources)
+    try:
+        with Progress(total, enabled=progress) as bar:
+            try:
+                for batch in merge_batches(sources):
+                    for type_name, rb in analyzer.process(batch):
+                        writer.write(type_name, rb)
+                    bar.update(sum(int(getattr(s, "bytes_read", 0) or 0) for s in sources), analyzer.stats.packets)
+            except KeyboardInterrupt:
+                interrupted = True
+        for type_name, rb in analyzer.finish():
+            writer.write(type_name, rb)
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        writer.close(stats=analyzer.stats.as_dict(), interrupted=interrupted)
+    if interrupted:
+        raise KeyboardInterrupt
+    return analyzer.stats
