@@ -22,6 +22,7 @@ from lawtap.records import CONN, TUNNEL
 _BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 _RSTOS0 = re.compile(r"\^?S[^HAFGIQ]*R.*")
 _PROTO_NAMES = {6: "tcp", 17: "udp", 1: "icmp", 58: "icmp", 132: "sctp"}
+_PROTO_COLUMN = pa.array([_PROTO_NAMES.get(p, "unknown_transport") for p in range(256)])
 _TUNNEL_SERVICE = {dk.TUN_GTPV1: "gtp-u", dk.TUN_VXLAN: "vxlan", dk.TUN_GRE: "gre", dk.TUN_IP: "ipip"}
 
 ENDED_CAPACITY = 1 << 15
@@ -31,14 +32,58 @@ ARENA_BYTES = 16 << 20
 Classifier = Callable[[str, int, int, list[bytes], list[bytes]], str]
 
 
+_B62 = np.frombuffer(_BASE62.encode(), dtype=np.uint8)
+_M64 = np.uint64(0xFFFFFFFFFFFFFFFF)
+
+
+def _mix64(x: np.ndarray) -> np.ndarray:
+    """splitmix64 finalizer: a fast, well-spread 64-bit hash (vectorized)."""
+    with np.errstate(over="ignore"):
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return x ^ (x >> np.uint64(31))
+
+
+def make_uids(salt: bytes, fids: np.ndarray, prefix: str = "C") -> pa.Array:
+    """Zeek-style uids (``C`` + 17 base62 chars), deterministic for the same input and flow.
+
+    Two salted 64-bit hashes of the flow number give 10 + 7 base62 digits; everything is
+    vectorized because a large capture ends hundreds of thousands of flows.
+    """
+    k1 = np.uint64(int.from_bytes(salt[:8], "little"))
+    k2 = np.uint64(int.from_bytes(salt[8:16], "little"))
+    f = np.asarray(fids, dtype=np.int64).astype(np.uint64)
+    with np.errstate(over="ignore"):
+        h1 = _mix64(f ^ k1)
+        h2 = _mix64(h1 ^ k2 ^ (f * np.uint64(0x9E3779B97F4A7C15)))
+    n = f.shape[0]
+    chars = np.empty((n, 18), dtype=np.uint8)
+    chars[:, 0] = ord(prefix)
+    v = h1 % np.uint64(62**10)
+    for k in range(10):
+        chars[:, 1 + k] = _B62[(v % np.uint64(62)).astype(np.intp)]
+        v //= np.uint64(62)
+    v = h2 % np.uint64(62**7)
+    for k in range(7):
+        chars[:, 11 + k] = _B62[(v % np.uint64(62)).astype(np.intp)]
+        v //= np.uint64(62)
+    return pa.array(chars.view("S18").ravel(), type=pa.binary()).cast(pa.string())
+
+
 def make_uid(salt: bytes, fid: int, prefix: str = "C") -> str:
-    """Zeek-style uid (``C`` + 17 base62 chars), deterministic for the same input and flow."""
-    v = int.from_bytes(hashlib.blake2b(fid.to_bytes(8, "little"), key=salt[:64], digest_size=12).digest(), "big")
-    out = []
-    for _ in range(17):
-        v, r = divmod(v, 62)
-        out.append(_BASE62[r])
-    return prefix + "".join(out)
+    return make_uids(salt, np.array([fid], dtype=np.int64), prefix)[0].as_py()
+
+
+def address_strings(hi: np.ndarray, lo: np.ndarray, names: "AddressNames") -> pa.Array:
+    """Format key halves as addresses: IPv4 vectorized in Arrow, IPv6 through a memo."""
+    import pyarrow.compute as pc
+
+    v4 = (hi == 0) & ((lo >> np.uint64(32)) == np.uint64(0xFFFF))
+    n = hi.shape[0]
+    if v4.all() and n:
+        octets = [pc.cast(pa.array(((lo >> np.uint64(s)) & np.uint64(0xFF)).astype(np.uint8)), pa.string()) for s in (24, 16, 8, 0)]
+        return pc.binary_join_element_wise(*octets, ".")
+    return pa.array([names(h, l) for h, l in zip(hi.tolist(), lo.tolist())], type=pa.string())
 
 
 class AddressNames:
@@ -92,6 +137,38 @@ def conn_state(proto: int, os_: int, rs: int, orig_size: int, resp_size: int, hi
     return "OTH"
 
 
+def conn_states(proto: np.ndarray, os_: np.ndarray, rs: np.ndarray, osize: np.ndarray, rsize: np.ndarray, hist: np.ndarray) -> pa.Array:
+    """Vectorized :func:`conn_state`: numpy picks the state; only RSTOS0 candidates need the regex."""
+    T = ft
+    tcp = proto == 6
+    udp = proto == 17
+    o_in = (os_ == T.TCP_INACTIVE) | (os_ == T.TCP_PARTIAL)
+    r_in = (rs == T.TCP_INACTIVE) | (rs == T.TCP_PARTIAL)
+    rej = (os_ == T.TCP_SYN_SENT) | (os_ == T.TCP_SYN_ACK_SENT) | ((os_ == T.TCP_RESET) & (osize == 0) & (rsize == 0))
+    r_rst = rs == T.TCP_RESET
+    o_rst = (os_ == T.TCP_RESET) & ~r_rst
+    rest = ~r_rst & ~o_rst
+    both_closed = rest & (rs == T.TCP_CLOSED) & (os_ == T.TCP_CLOSED)
+    o_closed = rest & ~both_closed & (os_ == T.TCP_CLOSED)
+    r_closed = rest & ~both_closed & ~o_closed & (rs == T.TCP_CLOSED)
+    other = rest & ~both_closed & ~o_closed & ~r_closed
+    names = np.array(["OTH", "REJ", "RSTRH", "RSTR", "RSTOS0", "RSTO", "SF", "SH", "S2", "SHR", "S3", "S0", "S1"], dtype=object)
+    code = np.zeros(proto.shape[0], dtype=np.int64)
+    code = np.where(tcp & r_rst, np.where(rej, 1, np.where(o_in, 2, 3)), code)
+    code = np.where(tcp & o_rst, np.where(r_in, 4, 5), code)  # 4 is checked against the regex below
+    code = np.where(tcp & both_closed, 6, code)
+    code = np.where(tcp & o_closed, np.where(r_in, 7, 8), code)
+    code = np.where(tcp & r_closed, np.where(o_in, 9, 10), code)
+    code = np.where(tcp & other & (os_ == T.TCP_SYN_SENT) & (rs == T.TCP_INACTIVE), 11, code)
+    code = np.where(tcp & other & (os_ == T.TCP_ESTABLISHED) & (rs == T.TCP_ESTABLISHED), 12, code)
+    code = np.where(udp, np.where(os_ != 0, np.where(rs != 0, 6, 11), np.where(rs != 0, 9, 0)), code)
+    for i in np.nonzero(code == 4)[0].tolist():
+        if not _RSTOS0.fullmatch(hist[i].decode("ascii", "replace")):
+            code[i] = 0
+    return pa.array(names[code].tolist(), type=pa.string()) if len(code) < 64 else pa.DictionaryArray.from_arrays(
+        pa.array(code, type=pa.int8()), pa.array(names.tolist())).cast(pa.string())
+
+
 class FlowEngine:
     """Runs decoded batches through the flow table and yields finished conn/tunnel records."""
 
@@ -111,7 +188,6 @@ class FlowEngine:
         self.arena = np.zeros(ARENA_BYTES, dtype=np.uint8)
         self.samples: dict[int, tuple[list[bytes], list[bytes]]] = {}
         self.names = AddressNames()
-        self._uids: dict[int, str] = {}
         self.conn_batches: list[pa.RecordBatch] = []
         self.tunnel_batches: list[pa.RecordBatch] = []
         self.flows_ended = 0
@@ -146,10 +222,7 @@ class FlowEngine:
         self._drain_ended()
 
     def uid(self, fid: int) -> str:
-        u = self._uids.get(fid)
-        if u is None:
-            u = self._uids[fid] = make_uid(self.salt, fid)
-        return u
+        return make_uid(self.salt, fid)
 
     def take_records(self) -> tuple[list[pa.RecordBatch], list[pa.RecordBatch]]:
         conn, tun = self.conn_batches, self.tunnel_batches
@@ -199,16 +272,16 @@ class FlowEngine:
         if len(tun_rows):
             self.tunnel_batches.append(self._tunnel_batch(EK[tun_rows], EF[tun_rows]))
 
-    def _endpoints(self, EK: np.ndarray, EF: np.ndarray) -> tuple[list[str], np.ndarray, list[str], np.ndarray]:
+    def _endpoints(self, EK: np.ndarray, EF: np.ndarray) -> tuple[pa.Array, np.ndarray, pa.Array, np.ndarray]:
         orig_is_a = EF[:, ft.F_ORIG_IS_A] == 1
         pa_ = (EK[:, 4] >> np.uint64(24)).astype(np.int64) & 0xFFFF
         pb_ = (EK[:, 4] >> np.uint64(8)).astype(np.int64) & 0xFFFF
-        names = self.names
-        ka = [names(h, l) for h, l in zip(EK[:, 0].tolist(), EK[:, 1].tolist())]
-        kb = [names(h, l) for h, l in zip(EK[:, 2].tolist(), EK[:, 3].tolist())]
-        oa = orig_is_a.tolist()
-        orig_h = [a if o else b for a, b, o in zip(ka, kb, oa)]
-        resp_h = [b if o else a for a, b, o in zip(ka, kb, oa)]
+        o_hi = np.where(orig_is_a, EK[:, 0], EK[:, 2])
+        o_lo = np.where(orig_is_a, EK[:, 1], EK[:, 3])
+        r_hi = np.where(orig_is_a, EK[:, 2], EK[:, 0])
+        r_lo = np.where(orig_is_a, EK[:, 3], EK[:, 1])
+        orig_h = address_strings(o_hi, o_lo, self.names)
+        resp_h = address_strings(r_hi, r_lo, self.names)
         orig_p = np.where(orig_is_a, pa_, pb_)
         resp_p = np.where(orig_is_a, pb_, pa_)
         return orig_h, orig_p, resp_h, resp_p
@@ -228,19 +301,21 @@ class FlowEngine:
             seq_size = np.maximum(EF[:, ft.F_HIGH + d], EF[:, ft.F_ACKED + d])
             seq_size = seq_size - (EF[:, ft.F_SYN_CNT + d] > 0) - (EF[:, ft.F_FIN_CNT + d] > 0)
             sizes.append(np.where(tcp, np.maximum(seq_size, 0), EF[:, ft.F_PAY_BYTES + d]))
-        hist_len = EF[:, ft.F_HIST_LEN]
-        histories = [bytes(EH[i, : hist_len[i]]).decode("ascii") for i in range(n)]
-        fids = EF[:, ft.F_FID].tolist()
-        uids = [self.uid(f) for f in fids]
-        parents = EF[:, ft.F_PARENT].tolist()
-        tunnel_parents = [[self.uid(p)] if p >= 0 else None for p in parents]
+        # History letters are NUL-padded rows: viewed as fixed-width bytes, numpy strips the pad.
+        hist_bytes = np.ascontiguousarray(EH).view(f"S{ft.HLEN}").ravel()
+        histories = pa.array(hist_bytes, type=pa.binary()).cast(pa.string())
+        fids = EF[:, ft.F_FID]
+        uids = make_uids(self.salt, fids)
+        parents = EF[:, ft.F_PARENT]
+        has_parent = parents >= 0
+        if has_parent.any():
+            parent_uids = make_uids(self.salt, np.where(has_parent, parents, 0)).to_pylist()
+            tunnel_parents = pa.array([[u] if p else None for u, p in zip(parent_uids, has_parent.tolist())], type=pa.list_(pa.string()))
+        else:
+            tunnel_parents = pa.nulls(n, type=pa.list_(pa.string()))
         protos = proto.tolist()
-        states = [
-            conn_state(p, o, r, int(a), int(b), h)
-            for p, o, r, a, b, h in zip(protos, EF[:, ft.F_STATE].tolist(), EF[:, ft.F_STATE + 1].tolist(),
-                                        sizes[0].tolist(), sizes[1].tolist(), histories)
-        ]
-        services = self._services(fids, protos, orig_p.tolist(), resp_p.tolist(), EF[:, ft.F_TUN_KIND].tolist())
+        states = conn_states(proto, EF[:, ft.F_STATE], EF[:, ft.F_STATE + 1], sizes[0], sizes[1], hist_bytes)
+        services = self._services(fids.tolist(), protos, orig_p.tolist(), resp_p.tolist(), EF[:, ft.F_TUN_KIND].tolist())
         first = EF[:, ft.F_FIRST_TS]
         duration = (EF[:, ft.F_LAST_TS] - first) / 1e9
         vlan = EF[:, ft.F_VLAN]
@@ -252,14 +327,14 @@ class FlowEngine:
             "id.orig_p": pa.array(orig_p, type=pa.uint16()),
             "id.resp_h": resp_h,
             "id.resp_p": pa.array(resp_p, type=pa.uint16()),
-            "proto": [_PROTO_NAMES.get(p, "unknown_transport") for p in protos],
+            "proto": _PROTO_COLUMN.take(pa.array(np.minimum(proto, 255))),
             "service": services,
             "duration": duration,
             "orig_bytes": sizes[0],
             "resp_bytes": sizes[1],
             "conn_state": states,
             "missed_bytes": EF[:, ft.F_MISSED],
-            "history": [h or None for h in histories],
+            "history": histories,
             "orig_pkts": EF[:, ft.F_PKTS],
             "orig_ip_bytes": EF[:, ft.F_IP_BYTES],
             "resp_pkts": EF[:, ft.F_PKTS + 1],
@@ -297,7 +372,7 @@ class FlowEngine:
             self.samples.pop(fid, None)
         cols = {
             "ts": pa.array(EF[:, ft.F_FIRST_TS] // 1000, type=pa.int64()).cast(pa.timestamp("us", tz="UTC")),
-            "uid": [self.uid(f) for f in EF[:, ft.F_FID].tolist()],
+            "uid": make_uids(self.salt, EF[:, ft.F_FID]),
             "id.orig_h": orig_h,
             "id.orig_p": pa.array(orig_p, type=pa.uint16()),
             "id.resp_h": resp_h,
