@@ -569,7 +569,7 @@ def _gre(b, p, end, A, D, i):
 @nb.njit(cache=True)
 def _vxlan(b, p, end, A, D, i):
     if p + 8 + 14 > end or (b[p] & 0x08) == 0:
-        return  # not VXLAN after all: keep it a plain UDP flow
+        return 0, p, end  # not VXLAN after all: keep it a plain UDP flow
     q = p + 8
     ethertype = _u16(b, q + 12)
     _push_tunnel(D, A, i, TUN_VXLAN)
@@ -587,9 +587,9 @@ def _gtpu(b, p, end, A, D, i):
         return 0, p, end
     flags = b[p]
     if (flags >> 5) != 1 or (flags & 0x10) == 0:
-        return  # not GTPv1 (GTP' or garbage): leave as UDP
+        return 0, p, end  # not GTPv1 (GTP prime or garbage): leave as UDP
     if b[p + 1] != 0xFF:
-        return  # echo, error indication, end marker: signalling on the tunnel flow itself
+        return 0, p, end  # echo, error indication, end marker: signalling on the tunnel flow itself
     D[i, C_GTP_TEID] = _u32(b, p + 4)
     q = p + 8
     if flags & 0x07:
