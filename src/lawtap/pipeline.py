@@ -278,6 +278,8 @@ def run_analysis(
                     bar.update(sum(int(getattr(s, "bytes_read", 0) or 0) for s in sources), analyzer.stats.packets)
             except KeyboardInterrupt:
                 interrupted = True
+        # A live source catches Ctrl-C itself and ends its stream; the run was still cut short.
+        interrupted = interrupted or any(getattr(s, "interrupted", False) for s in sources)
         for type_name, rb in analyzer.finish():
             writer.write(type_name, rb)
     except KeyboardInterrupt:
