@@ -1,0 +1,84 @@
+"""The contract between the stream layer and the application analyzers (sans-IO).
+
+An analyzer is one small state machine per connection. The pipeline creates it when DPI (or a
+port hint) names the connection's service, then feeds it bytes: for TCP, the reassembled
+in-order stream of each direction (with explicit gaps); for UDP, one datagram at a time. It
+never reads a socket or a file. Everything it learns comes back as events the pipeline drains:
+
+* ``records``: ``(record_type, fields)`` pairs, e.g. ``("http", {...})``; field names follow
+  Zeek's log where Zeek has one. The pipeline adds ``ts`` (when absent), ``uid`` and ``id.*``.
+* ``files``: :class:`FileObject` s — whole objects (HTTP bodies, attachments, transferred files,
+  emails as .eml, audio as .wav) that become ``files`` records and artifacts.
+* ``weirds``: ``(name, detail)`` anomalies.
+
+Analyzers must never raise on bad input: malformed data becomes a weird and the analyzer stops
+or resynchronises. Every analyzer has hypothesis tests feeding it random and truncated bytes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class ConnInfo:
+    """The connection an analyzer belongs to (orig = the side that opened it)."""
+
+    uid: str
+    orig_h: str
+    orig_p: int
+    resp_h: str
+    resp_p: int
+    proto: str  # "tcp" | "udp"
+
+
+@dataclass
+class FileObject:
+    """A whole object recovered from a connection.
+
+    ``source`` names the protocol (HTTP, SMTP, POP3, IMAP, FTP_DATA, TFTP, IRC_DCC, SIP/RTP);
+    ``is_orig`` says which side sent it. ``missing_bytes`` counts bytes lost to gaps.
+    """
+
+    source: str
+    data: bytes
+    ts: float
+    is_orig: bool
+    filename: str | None = None
+    mime_type: str | None = None
+    total_bytes: int | None = None  # announced size (Content-Length, SIZE reply...) when known
+    missing_bytes: int = 0
+    meta: dict[str, Any] = field(default_factory=dict)  # e.g. {"http_uri": ..., "email_index": 0}
+
+
+class StreamAnalyzer:
+    """Base class: collects events; subclasses override the ``feed``/``gap``/``datagram`` hooks."""
+
+    service: str = ""
+
+    def __init__(self, conn: ConnInfo) -> None:
+        self.conn = conn
+        self.records: list[tuple[str, dict[str, Any]]] = []
+        self.files: list[FileObject] = []
+        self.weirds: list[tuple[str, str]] = []
+
+    # TCP: in-order bytes of one direction.
+    def feed(self, is_orig: bool, data: bytes, ts: float) -> None:
+        """Bytes that follow, without a hole, the bytes fed before in this direction."""
+
+    def gap(self, is_orig: bool, length: int, ts: float) -> None:
+        """``length`` bytes of this direction were never seen (capture loss)."""
+
+    # UDP: one datagram.
+    def datagram(self, is_orig: bool, data: bytes, ts: float) -> None:
+        """One UDP payload."""
+
+    def finish(self, ts: float) -> None:
+        """The connection ended (FIN/RST, timeout or end of input): flush partial state."""
+
+    def drain(self) -> tuple[list[tuple[str, dict[str, Any]]], list[FileObject], list[tuple[str, str]]]:
+        """Take the events produced so far."""
+        out = (self.records, self.files, self.weirds)
+        self.records, self.files, self.weirds = [], [], []
+        return out
