@@ -113,5 +113,13 @@ def _reassemble(recs: list, orig: tuple) -> list[tuple]:
             piece = payload[pos - rel :]
             events.append(("data", is_orig, piece, ts))
             pos += len(piece)
-    events.sort(key=lambda e: e[3])
-    return events
+    # Interleave the directions by time without reordering bytes within one direction: a piece
+    # is available once every earlier piece of its direction has arrived.
+    ready = []
+    for is_orig in (True, False):
+        latest = 0.0
+        for k, e in enumerate(ev for ev in events if ev[1] == is_orig):
+            latest = max(latest, e[3])
+            ready.append((latest, 0 if is_orig else 1, k, e))
+    ready.sort(key=lambda r: r[:3])
+    return [r[3] for r in ready]

@@ -58,9 +58,11 @@ def main() -> None:
 @click.option("-c", "--count", type=int, help="Live capture: stop after this many packets.")
 @click.option("-d", "--duration", type=float, help="Live capture: stop after this many seconds.")
 @click.option("--no-dpi", is_flag=True, help="Skip payload classification (service stays empty).")
+@click.option("--no-analyzers", is_flag=True, help="Flows only: skip reassembly and application analyzers.")
+@click.option("--no-extract", is_flag=True, help="Hash recovered files but do not store them under artifacts/.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: on when stderr is a terminal).")
 @click.option("--force", is_flag=True, help="Replace an existing case directory.")
-def analyze(inputs, case_dir, json_logs, interface, bpf, count, duration, no_dpi, progress, force) -> None:
+def analyze(inputs, case_dir, json_logs, interface, bpf, count, duration, no_dpi, no_analyzers, no_extract, progress, force) -> None:
     """Analyze captures (pcap, pcapng, gzip; files or directories, merged in time order)."""
     from lawtap.pipeline import run_analysis
     from lawtap.sources import LiveSource, expand_inputs, open_capture
@@ -77,8 +79,8 @@ def analyze(inputs, case_dir, json_logs, interface, bpf, count, duration, no_dpi
         if not paths:
             raise LawtapError(f"no capture files found in {', '.join(map(str, inputs))}")
         sources = [open_capture(p, file_id=i) for i, p in enumerate(paths)]
-    stats = run_analysis(sources, case_dir, json_logs=json_logs, dpi=not no_dpi, progress=progress,
-                         overwrite=force, command=sys.argv)
+    stats = run_analysis(sources, case_dir, json_logs=json_logs, dpi=not no_dpi, analyzers=not no_analyzers,
+                         extract=not no_extract, progress=progress, overwrite=force, command=sys.argv)
     click.echo(
         f"{stats.packets} packets, {stats.flows} connections, {sum(stats.weirds.values())} anomalies -> {case_dir}",
         err=True,

@@ -63,12 +63,23 @@ def run_salt(paths: Iterable[Path]) -> bytes:
 class Analyzer:
     """Feeds batches through decode and flows, handing record batches to a sink callback."""
 
-    def __init__(self, salt: bytes, file_names: list[str], classify=None) -> None:
+    def __init__(self, salt: bytes, file_names: list[str], classify=None, *, analyzers: bool = True,
+                 artifact_root: Path | None = None) -> None:
         self.engine = FlowEngine(salt, classify=classify)
         self.defrag = Defragmenter()
         self.stats = RunStats()
         self.file_names = file_names
         self._frame = 0
+        self._last_ts = 0
+        self._n_files = 0
+        self.dispatcher = None
+        if analyzers:
+            from lawtap.analyzers import registry
+            from lawtap.artifacts import ArtifactStore
+            from lawtap.streams.dispatch import StreamDispatcher
+
+            self.dispatcher = StreamDispatcher(registry(), classify)
+            self.artifacts = ArtifactStore(artifact_root)
 
     def process(self, batch: PacketBatch) -> Iterator[tuple[str, pa.RecordBatch]]:
         """Analyze one batch; yields (record type, record batch) pairs to write."""
@@ -86,7 +97,10 @@ class Analyzer:
         if len(frag_idx):
             data = self._reassemble(batch, A, D, frag_idx)
             status = D[:, dk.C_STATUS]
-        PF, POF = self.engine.run(data, A, D, batch.ts)
+        PF, POF, PD = self.engine.run(data, A, D, batch.ts)
+        self._last_ts = max(self._last_ts, int(batch.ts[-1]))
+        if self.dispatcher is not None:
+            self.dispatcher.batch(data, A, D, batch.ts, PF, PD)
 
         st.packets += n
         st.bytes += int(batch.caplen.sum())
@@ -126,16 +140,73 @@ class Analyzer:
     def finish(self) -> Iterator[tuple[str, pa.RecordBatch]]:
         self.engine.finish()
         yield from self._records()
+        if self.dispatcher is not None:
+            self.dispatcher.end_all(self._last_ts / 1e9)
+            yield from self._analyzer_records()
         self.stats.peak_flows = self.engine.peak_flows
 
     # ---- helpers ----
     def _records(self) -> Iterator[tuple[str, pa.RecordBatch]]:
+        ended, self.engine.ended_fids = self.engine.ended_fids, []
+        if self.dispatcher is not None and ended:
+            self.dispatcher.end(ended, self._last_ts / 1e9)
+            yield from self._analyzer_records()
         conn, tun = self.engine.take_records()
         for rb in conn:
             self.stats.flows += rb.num_rows
             yield "conn", rb
         for rb in tun:
             yield "tunnel", rb
+
+    def _analyzer_records(self) -> Iterator[tuple[str, pa.RecordBatch]]:
+        """Turn the dispatcher's events into record batches (uids and endpoints filled in)."""
+        from lawtap.artifacts import files_batch
+        from lawtap.flows.engine import make_uids
+        from lawtap.records import SCHEMAS
+
+        records, files, weirds = self.dispatcher.take()
+        salt = self.engine.salt
+        default_ts = self._last_ts / 1e9
+        for type_name, items in records.items():
+            schema = SCHEMAS.get(type_name)
+            if schema is None:
+                self.stats.weirds["unregistered_record_type"] += len(items)
+                continue
+            uids = make_uids(salt, np.array([fid for fid, _, _ in items], dtype=np.int64)).to_pylist()
+            rows = []
+            for (fid, conn, fields), uid in zip(items, uids):
+                row = dict(fields)
+                row["ts"] = int(float(row.get("ts") or default_ts) * 1e6)
+                row["uid"] = uid
+                row["id.orig_h"], row["id.orig_p"] = conn.orig_h, conn.orig_p
+                row["id.resp_h"], row["id.resp_p"] = conn.resp_h, conn.resp_p
+                rows.append(row)
+            ts_field = schema.field("ts")
+            table = pa.Table.from_pylist(rows, schema=schema.set(schema.get_field_index("ts"), pa.field("ts", pa.int64())))
+            table = table.set_column(schema.get_field_index("ts"), ts_field, table.column("ts").cast(ts_field.type))
+            for rb in table.to_batches():
+                yield type_name, rb
+        if files:
+            uids = make_uids(salt, np.array([fid for fid, _, _ in files], dtype=np.int64)).to_pylist()
+            fuids = make_uids(salt[::-1], np.arange(self._n_files, self._n_files + len(files), dtype=np.int64), prefix="F").to_pylist()
+            self._n_files += len(files)
+            yield "files", files_batch(files, uids, fuids, self.artifacts)
+        if weirds:
+            uids = make_uids(salt, np.array([w[0] for w in weirds], dtype=np.int64)).to_pylist()
+            self.stats.weirds.update(w[1] for w in weirds)
+            yield "weird", pa.RecordBatch.from_pydict(
+                {
+                    "ts": pa.array([int((w[3] or default_ts) * 1e6) for w in weirds], type=pa.int64()).cast(pa.timestamp("us", tz="UTC")),
+                    "uid": uids,
+                    "name": [w[1] for w in weirds],
+                    "detail": [w[2] for w in weirds],
+                    "source": ["analyzer"] * len(weirds),
+                    "frame": pa.array([None] * len(weirds), type=pa.int64()),
+                    "file": [None] * len(weirds),
+                    "file_offset": pa.array([None] * len(weirds), type=pa.int64()),
+                },
+                schema=WEIRD,
+            )
 
     def _reassemble(self, batch: PacketBatch, A: np.ndarray, D: np.ndarray, frag_idx: np.ndarray) -> np.ndarray:
         """Slow path: rebuild datagrams and decode them in place of their last fragment."""
@@ -238,6 +309,8 @@ def run_analysis(
     *,
     json_logs: bool = False,
     dpi: bool = True,
+    analyzers: bool = True,
+    extract: bool = True,
     progress: bool | None = None,
     overwrite: bool = False,
     command: list[str] | None = None,
@@ -265,7 +338,8 @@ def run_analysis(
         for i, s in enumerate(sources)
     ]
     paths = [Path(s.path) for s in sources if getattr(s, "path", None)]
-    analyzer = Analyzer(run_salt(paths), [info.path for info in infos], classify=classify)
+    analyzer = Analyzer(run_salt(paths), [info.path for info in infos], classify=classify,
+                        analyzers=analyzers, artifact_root=Path(case_dir) if extract else None)
     writer = CaseWriter(case_dir, json_logs, sources=infos, command=command, overwrite=overwrite)
     interrupted = False
     total = sum(int(getattr(s, "size", 0) or 0) for s in sources)

@@ -192,17 +192,19 @@ class FlowEngine:
         self.tunnel_batches: list[pa.RecordBatch] = []
         self.flows_ended = 0
         self.peak_flows = 0
+        self.ended_fids: list[int] = []  # flows ended since the caller last took them
 
     # ---- per batch ----
-    def run(self, data: np.ndarray, A: np.ndarray, D: np.ndarray, ts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Process one decoded batch; returns per-packet (fid, outer_fid) columns."""
+    def run(self, data: np.ndarray, A: np.ndarray, D: np.ndarray, ts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Process one decoded batch; returns per-packet (fid, outer_fid, from_orig) columns."""
         n = D.shape[0]
         PF = np.empty(n, dtype=np.int64)
         POF = np.empty(n, dtype=np.int64)
+        PD = np.empty(n, dtype=np.int8)
         i = 0
         while True:
             rc, i = ft.process(data, A, D, ts, i, n, self.K, self.F, self.H, self.used, self.state,
-                               self.server_ports, self.EK, self.EF, self.EH, self.S, self.arena, PF, POF)
+                               self.server_ports, self.EK, self.EF, self.EH, self.S, self.arena, PF, POF, PD)
             self.peak_flows = max(self.peak_flows, int(self.state[ft.S_COUNT]))
             if rc == ft.RC_DONE:
                 break
@@ -213,7 +215,7 @@ class FlowEngine:
                 self._drain_ended()
         self._drain_samples()
         self._drain_ended()
-        return PF, POF
+        return PF, POF, PD
 
     def finish(self) -> None:
         """End every live flow (end of input, or interruption)."""
@@ -262,6 +264,7 @@ class FlowEngine:
         EK, EF, EH = self.EK[:n], self.EF[:n], self.EH[:n]
         self.state[ft.S_N_ENDED] = 0
         self.flows_ended += n
+        self.ended_fids.extend(EF[:, ft.F_FID].tolist())
         conn_rows = np.nonzero(EF[:, ft.F_TUN_KIND] == 0)[0]
         tun_rows = np.nonzero(EF[:, ft.F_TUN_KIND] != 0)[0]
         # UDP tunnels (GTP-U, VXLAN) are connections too, as in Zeek; IP tunnels are not.

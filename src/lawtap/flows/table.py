@@ -536,8 +536,11 @@ def _sample(F, slot, d, data, off, plen, S, arena, state):
 
 
 @nb.njit(cache=True)
-def process(data, A, D, ts, start, n, K, F, H, used, state, server_ports, EK, EF, EH, S, arena, PF, POF):
+def process(data, A, D, ts, start, n, K, F, H, used, state, server_ports, EK, EF, EH, S, arena, PF, POF, PD):
     """Run packets ``start..n-1`` of a decoded batch through the table.
+
+    Per packet it fills ``PF`` (flow id, -1 if none), ``POF`` (tunnel flow id) and ``PD``
+    (1 when the packet travels from the originator, 0 from the responder).
 
     Returns ``(rc, i)``: ``RC_DONE`` with ``i == n``, or a request to Python (grow the table,
     drain the ended buffer or the sample arena) and the packet index to resume from.
@@ -557,6 +560,7 @@ def process(data, A, D, ts, start, n, K, F, H, used, state, server_ports, EK, EF
             state[S_NOW] = t
         PF[i] = -1
         POF[i] = -1
+        PD[i] = 0
         if D[i, dk.C_STATUS] != dk.ST_FLOW:
             continue
         if t - state[S_LAST_SCAN] > SCAN_INTERVAL:
@@ -611,6 +615,7 @@ def process(data, A, D, ts, start, n, K, F, H, used, state, server_ports, EK, EF
             if plen > 0 and proto != 1 and proto != 58:
                 _once(H, F, slot, d, _B_D, _letter(is_orig, 68))
         PF[i] = F[slot, F_FID]
+        PD[i] = 1 if is_orig else 0
         if proto != 1 and proto != 58:
             _sample(F, slot, d, data, D[i, dk.C_PAY_OFF], plen, S, arena, state)
     return RC_DONE, n

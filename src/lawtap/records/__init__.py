@@ -92,3 +92,38 @@ SCHEMAS: dict[str, pa.Schema] = {
     "weird": WEIRD,
     "packets": PACKETS,
 }
+
+FILES = pa.schema(
+    [
+        pa.field("ts", TS, nullable=False),
+        pa.field("fuid", pa.string(), nullable=False),
+        pa.field("uid", pa.string()),
+        pa.field("id.orig_h", pa.string()),
+        pa.field("id.orig_p", pa.uint16()),
+        pa.field("id.resp_h", pa.string()),
+        pa.field("id.resp_p", pa.uint16()),
+        pa.field("source", pa.string(), nullable=False),  # HTTP, SMTP, POP3, IMAP, FTP_DATA, TFTP, IRC_DCC, RTP, TLS
+        pa.field("is_orig", pa.bool_()),
+        pa.field("filename", pa.string()),
+        pa.field("mime_type", pa.string()),
+        pa.field("total_bytes", pa.int64()),
+        pa.field("seen_bytes", pa.int64(), nullable=False),
+        pa.field("missing_bytes", pa.int64(), nullable=False),
+        pa.field("md5", pa.string(), nullable=False),
+        pa.field("sha1", pa.string(), nullable=False),
+        pa.field("sha256", pa.string(), nullable=False),
+        pa.field("extracted", pa.string()),  # path of the artifact under the case, if stored
+    ]
+)
+SCHEMAS["files"] = FILES
+
+
+def _register_analyzer_schemas() -> None:
+    """Record types of the application analyzers join the registry (one view each in queries)."""
+    from lawtap.analyzers import record_schemas
+
+    for name, schema in record_schemas().items():
+        SCHEMAS.setdefault(name, schema)
+
+
+_register_analyzer_schemas()

@@ -1,0 +1,201 @@
+"""From flows to application analyzers: picks an analyzer per connection and feeds it.
+
+The flow kernel has already tagged every packet with its flow id (``PF``) and direction
+(``PD``). This stage selects, with numpy, only the packets an analyzer may want (TCP/UDP with
+payload, plus TCP SYN/FIN/RST for stream boundaries) of flows not already known to be of no
+interest, and walks those in Python:
+
+1. an undecided flow buffers its first payloads and asks DPI (``classify``) what it is;
+2. once a service with a registered analyzer is named, the analyzer is created, the buffered
+   packets are replayed and later ones streamed (TCP through the reassembler);
+3. a flow whose service has no analyzer, or that stays unknown after a few payloads, or whose
+   analyzer says it is ``done`` (e.g. TLS after the handshake), is marked ignored, and its
+   packets never reach Python again.
+
+Analyzer events are drained into per-type record rows and :class:`FileObject` s, tagged with
+the flow id; the pipeline turns flow ids into uids.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from lawtap.analyzers.base import ConnInfo, FileObject, StreamAnalyzer
+from lawtap.decode import kernel as dk
+from lawtap.streams.reassembly import Data, Gap, TcpStream
+
+UNDECIDED, ANALYZING, IGNORED = 0, 1, 2
+MAX_PENDING_PAYLOADS = 8  # payload packets kept while DPI decides
+PENDING_BYTES = 2048  # bytes of each kept payload offered to DPI
+
+Classifier = Callable[[str, int, int, list[bytes], list[bytes]], str]
+
+
+@dataclass
+class _Flow:
+    conn: ConnInfo
+    proto: int
+    analyzer: StreamAnalyzer | None = None
+    stream: TcpStream | None = None
+    pending: list[tuple] = field(default_factory=list)  # (is_orig, seq, ack, flags, payload, ts)
+    payloads: int = 0
+
+
+def _addr(hi: int, lo: int) -> str:
+    if hi == 0 and (lo >> 32) == 0xFFFF:
+        return str(ipaddress.IPv4Address(lo & 0xFFFFFFFF))
+    return str(ipaddress.IPv6Address((hi << 64) | lo))
+
+
+class StreamDispatcher:
+    """Owns the per-connection analyzers of a run."""
+
+    def __init__(self, registry: dict[str, type[StreamAnalyzer]], classify: Classifier | None) -> None:
+        self.registry = registry
+        self.classify = classify
+        self.state = np.zeros(1 << 16, dtype=np.int8)  # by flow id: UNDECIDED/ANALYZING/IGNORED
+        self.flows: dict[int, _Flow] = {}
+        self.records: dict[str, list[tuple[int, ConnInfo, dict[str, Any]]]] = {}
+        self.files: list[tuple[int, ConnInfo, FileObject]] = []
+        self.weirds: list[tuple[int, str, str, float]] = []
+        self.analyzed_packets = 0
+
+    # ---- per batch ----
+    def batch(self, data: np.ndarray, A: np.ndarray, D: np.ndarray, ts: np.ndarray, PF: np.ndarray, PD: np.ndarray) -> None:
+        if not self.registry:
+            return
+        top = int(PF.max(initial=-1))
+        if top >= self.state.shape[0]:
+            grown = np.zeros(max(top + 1, self.state.shape[0] * 2), dtype=np.int8)
+            grown[: self.state.shape[0]] = self.state
+            self.state = grown
+        proto = D[:, dk.C_PROTO]
+        plen = D[:, dk.C_PAY_LEN]
+        tcp = proto == 6
+        wanted = (PF >= 0) & (tcp | (proto == 17)) & ((plen > 0) | (tcp & ((D[:, dk.C_FLAGS] & 0x07) != 0)))
+        idx = np.nonzero(wanted)[0]
+        if not len(idx):
+            return
+        idx = idx[self.state[PF[idx]] != IGNORED]
+        self.analyzed_packets += len(idx)
+        cols = D[idx]
+        for k, i in enumerate(idx.tolist()):
+            row = cols[k]
+            fid = int(PF[i])
+            flow = self.flows.get(fid)
+            is_orig = bool(PD[i])
+            if flow is None:
+                flow = self._new_flow(fid, A[i], row, is_orig)
+            off, ln = int(row[dk.C_PAY_OFF]), int(row[dk.C_PAY_LEN])
+            payload = data[off : off + ln]
+            t = float(ts[i]) / 1e9
+            if flow.analyzer is None:
+                self._pending(fid, flow, is_orig, row, payload, t)
+            else:
+                self._feed(fid, flow, is_orig, int(row[dk.C_SEQ]), int(row[dk.C_ACK]), int(row[dk.C_FLAGS]), payload, t)
+
+    def end(self, fids: list[int], ts: float) -> None:
+        """Flows ended in the flow table: flush their streams and analyzers."""
+        for fid in fids:
+            flow = self.flows.pop(fid, None)
+            if flow is None:
+                continue
+            if flow.analyzer is None and flow.pending:
+                self._decide(fid, flow, final=True)
+            if flow.analyzer is not None:
+                if flow.stream is not None:
+                    self._deliver(fid, flow, flow.stream.flush(ts))
+                flow.analyzer.finish(ts)
+                self._drain(fid, flow)
+
+    def end_all(self, ts: float) -> None:
+        self.end(list(self.flows), ts)
+
+    def take(self) -> tuple[dict[str, list[tuple[int, ConnInfo, dict[str, Any]]]], list[tuple[int, ConnInfo, FileObject]], list[tuple[int, str, str, float]]]:
+        out = (self.records, self.files, self.weirds)
+        self.records, self.files, self.weirds = {}, [], []
+        return out
+
+    # ---- internals ----
+    def _new_flow(self, fid: int, addrs: np.ndarray, row: np.ndarray, is_orig: bool) -> _Flow:
+        src = _addr(int(addrs[0]), int(addrs[1]))
+        dst = _addr(int(addrs[2]), int(addrs[3]))
+        sport, dport = int(row[dk.C_SPORT]), int(row[dk.C_DPORT])
+        proto = int(row[dk.C_PROTO])
+        if is_orig:
+            conn = ConnInfo("", src, sport, dst, dport, "tcp" if proto == 6 else "udp")
+        else:
+            conn = ConnInfo("", dst, dport, src, sport, "tcp" if proto == 6 else "udp")
+        flow = self.flows[fid] = _Flow(conn=conn, proto=proto)
+        return flow
+
+    def _pending(self, fid: int, flow: _Flow, is_orig: bool, row: np.ndarray, payload: np.ndarray, t: float) -> None:
+        # The batch buffer is reused: what waits for DPI must be copied.
+        flow.pending.append((is_orig, int(row[dk.C_SEQ]), int(row[dk.C_ACK]), int(row[dk.C_FLAGS]), payload.tobytes(), t))
+        if len(payload):
+            flow.payloads += 1
+            self._decide(fid, flow, final=False)
+
+    def _decide(self, fid: int, flow: _Flow, final: bool) -> None:
+        orig = [p[4][:PENDING_BYTES] for p in flow.pending if p[0] and p[4]]
+        resp = [p[4][:PENDING_BYTES] for p in flow.pending if not p[0] and p[4]]
+        service = ""
+        if self.classify is not None and (orig or resp):
+            try:
+                service = self.classify(flow.conn.proto, flow.conn.orig_p, flow.conn.resp_p, orig, resp) or ""
+            except Exception:  # DPI is fuzzed separately; a detector bug must not stop the run
+                service = ""
+        cls = self.registry.get(service)
+        if cls is None:
+            if service or final or flow.payloads >= MAX_PENDING_PAYLOADS:
+                self._ignore(fid)
+            return
+        flow.analyzer = cls(flow.conn)
+        self.state[fid] = ANALYZING
+        if flow.proto == 6:
+            flow.stream = TcpStream()
+        pending, flow.pending = flow.pending, []
+        for is_orig, seq, ack, flags, payload, t in pending:
+            self._feed(fid, flow, is_orig, seq, ack, flags, payload, t)
+
+    def _ignore(self, fid: int) -> None:
+        self.state[fid] = IGNORED
+        self.flows.pop(fid, None)
+
+    def _feed(self, fid: int, flow: _Flow, is_orig: bool, seq: int, ack: int, flags: int, payload, t: float) -> None:
+        an = flow.analyzer
+        assert an is not None
+        if flow.stream is not None:
+            self._deliver(fid, flow, flow.stream.packet(is_orig, seq, ack, flags, payload, t))
+        else:
+            an.datagram(is_orig, bytes(payload), t)
+        if an.records or an.files or an.weirds:
+            self._drain(fid, flow)
+        if getattr(an, "done", False):
+            an.finish(t)
+            self._drain(fid, flow)
+            self._ignore(fid)
+
+    def _deliver(self, fid: int, flow: _Flow, events: list) -> None:
+        an = flow.analyzer
+        assert an is not None
+        for is_orig, ev in events:
+            if isinstance(ev, Data):
+                an.feed(is_orig, bytes(ev.data), ev.ts)
+            elif isinstance(ev, Gap):
+                an.gap(is_orig, ev.length, ev.ts)
+            else:
+                self.weirds.append((fid, ev.name, ev.detail, ev.ts))
+
+    def _drain(self, fid: int, flow: _Flow) -> None:
+        assert flow.analyzer is not None
+        records, files, weirds = flow.analyzer.drain()
+        for type_name, fields in records:
+            self.records.setdefault(type_name, []).append((fid, flow.conn, fields))
+        self.files.extend((fid, flow.conn, f) for f in files)
+        self.weirds.extend((fid, name, detail, 0.0) for name, detail in weirds)
