@@ -73,12 +73,26 @@ class Analyzer:
         self._last_ts = 0
         self._n_files = 0
         self.dispatcher = None
+        self.calls = None
         if analyzers:
+            from functools import partial
+
             from lawtap.analyzers import registry
             from lawtap.artifacts import ArtifactStore
             from lawtap.streams.dispatch import StreamDispatcher
 
-            self.dispatcher = StreamDispatcher(registry(), classify)
+            reg = dict(registry())
+            media_hint = None
+            if "sip" in reg:
+                # Calls span flows (SIP signalling, RTP media): one tracker per run ties them.
+                from lawtap.analyzers.calls import CallTracker
+
+                self.calls = CallTracker(write_wav=artifact_root is not None)
+                for name in ("sip", "rtp", "rtcp"):
+                    if name in reg:
+                        reg[name] = partial(reg[name], tracker=self.calls)
+                media_hint = self._media_hint
+            self.dispatcher = StreamDispatcher(reg, classify, self.engine.uid, media_hint)
             self.artifacts = ArtifactStore(artifact_root)
 
     def process(self, batch: PacketBatch) -> Iterator[tuple[str, pa.RecordBatch]]:
@@ -101,6 +115,8 @@ class Analyzer:
         self._last_ts = max(self._last_ts, int(batch.ts[-1]))
         if self.dispatcher is not None:
             self.dispatcher.batch(data, A, D, batch.ts, PF, PD)
+            if self.calls is not None:
+                self.calls.tick(self._last_ts / 1e9)
 
         st.packets += n
         st.bytes += int(batch.caplen.sum())
@@ -142,6 +158,8 @@ class Analyzer:
         yield from self._records()
         if self.dispatcher is not None:
             self.dispatcher.end_all(self._last_ts / 1e9)
+            if self.calls is not None:
+                self.calls.finish(self._last_ts / 1e9)
             yield from self._analyzer_records()
         self.stats.peak_flows = self.engine.peak_flows
 
@@ -158,13 +176,27 @@ class Analyzer:
         for rb in tun:
             yield "tunnel", rb
 
+    def _media_hint(self, conn) -> str | None:
+        """RTP/RTCP announced by SDP for this UDP flow (either endpoint)."""
+        calls = self.calls
+        if calls.expected_media(conn.resp_h, conn.resp_p) or calls.expected_media(conn.orig_h, conn.orig_p):
+            return "rtp"
+        return None
+
     def _analyzer_records(self) -> Iterator[tuple[str, pa.RecordBatch]]:
-        """Turn the dispatcher's events into record batches (uids and endpoints filled in)."""
+        """Turn the dispatcher's (and call tracker's) events into record batches."""
         from lawtap.artifacts import files_batch
         from lawtap.flows.engine import make_uids
         from lawtap.records import SCHEMAS
 
         records, files, weirds = self.dispatcher.take()
+        if self.calls is not None:
+            # Call records come with their SIP connection; fid -1 marks "uid already known".
+            c_records, c_files, c_weirds = self.calls.drain()
+            for type_name, fields, conn in c_records:
+                records.setdefault(type_name, []).append((-1, conn, fields))
+            files += [(-1, conn, f) for f, conn in c_files]
+            weirds += [(-1, name, detail, 0.0) for name, detail, _ in c_weirds]
         salt = self.engine.salt
         default_ts = self._last_ts / 1e9
         for type_name, items in records.items():
@@ -173,6 +205,7 @@ class Analyzer:
                 self.stats.weirds["unregistered_record_type"] += len(items)
                 continue
             uids = make_uids(salt, np.array([fid for fid, _, _ in items], dtype=np.int64)).to_pylist()
+            uids = [conn.uid if fid < 0 else u for (fid, conn, _), u in zip(items, uids)]
             rows = []
             for (fid, conn, fields), uid in zip(items, uids):
                 row = dict(fields)
@@ -188,11 +221,12 @@ class Analyzer:
                 yield type_name, rb
         if files:
             uids = make_uids(salt, np.array([fid for fid, _, _ in files], dtype=np.int64)).to_pylist()
+            uids = [conn.uid if fid < 0 else u for (fid, conn, _), u in zip(files, uids)]
             fuids = make_uids(salt[::-1], np.arange(self._n_files, self._n_files + len(files), dtype=np.int64), prefix="F").to_pylist()
             self._n_files += len(files)
             yield "files", files_batch(files, uids, fuids, self.artifacts)
         if weirds:
-            uids = make_uids(salt, np.array([w[0] for w in weirds], dtype=np.int64)).to_pylist()
+            uids = [u if w[0] >= 0 else None for w, u in zip(weirds, make_uids(salt, np.array([w[0] for w in weirds], dtype=np.int64)).to_pylist())]
             self.stats.weirds.update(w[1] for w in weirds)
             yield "weird", pa.RecordBatch.from_pydict(
                 {

@@ -14,7 +14,7 @@ from functools import lru_cache
 import pyarrow as pa
 
 MODULES = [
-    "http", "dns", "tls", "quic", "smtp", "pop3", "imap", "sip", "rtp",
+    "http", "dns", "tls", "quic", "smtp", "pop3", "imap", "sip", "rtp", "calls",
     "irc", "xmpp", "ftp", "tftp", "ssh",
 ]
 

@@ -55,9 +55,12 @@ def _addr(hi: int, lo: int) -> str:
 class StreamDispatcher:
     """Owns the per-connection analyzers of a run."""
 
-    def __init__(self, registry: dict[str, type[StreamAnalyzer]], classify: Classifier | None) -> None:
+    def __init__(self, registry: dict[str, Callable[[ConnInfo], StreamAnalyzer]], classify: Classifier | None,
+                 uid_of: Callable[[int], str], media_hint: Callable[[ConnInfo], str | None] | None = None) -> None:
         self.registry = registry
         self.classify = classify
+        self.uid_of = uid_of
+        self.media_hint = media_hint  # names the service of a UDP flow announced by signalling (SDP)
         self.state = np.zeros(1 << 16, dtype=np.int8)  # by flow id: UNDECIDED/ANALYZING/IGNORED
         self.flows: dict[int, _Flow] = {}
         self.records: dict[str, list[tuple[int, ConnInfo, dict[str, Any]]]] = {}
@@ -145,7 +148,9 @@ class StreamDispatcher:
         orig = [p[4][:PENDING_BYTES] for p in flow.pending if p[0] and p[4]]
         resp = [p[4][:PENDING_BYTES] for p in flow.pending if not p[0] and p[4]]
         service = ""
-        if self.classify is not None and (orig or resp):
+        if self.media_hint is not None and flow.proto == 17:
+            service = self.media_hint(flow.conn) or ""
+        if not service and self.classify is not None and (orig or resp):
             try:
                 service = self.classify(flow.conn.proto, flow.conn.orig_p, flow.conn.resp_p, orig, resp) or ""
             except Exception:  # DPI is fuzzed separately; a detector bug must not stop the run
@@ -155,6 +160,8 @@ class StreamDispatcher:
             if service or final or flow.payloads >= MAX_PENDING_PAYLOADS:
                 self._ignore(fid)
             return
+        c = flow.conn
+        flow.conn = ConnInfo(self.uid_of(fid), c.orig_h, c.orig_p, c.resp_h, c.resp_p, c.proto)
         flow.analyzer = cls(flow.conn)
         self.state[fid] = ANALYZING
         if flow.proto == 6:
