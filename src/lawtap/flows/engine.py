@@ -11,6 +11,7 @@ import hashlib
 import ipaddress
 import re
 from collections.abc import Callable
+from functools import lru_cache
 
 import numpy as np
 import pyarrow as pa
@@ -22,7 +23,12 @@ from lawtap.records import CONN, TUNNEL
 _BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 _RSTOS0 = re.compile(r"\^?S[^HAFGIQ]*R.*")
 _PROTO_NAMES = {6: "tcp", 17: "udp", 1: "icmp", 58: "icmp", 132: "sctp"}
-_PROTO_COLUMN = pa.array([_PROTO_NAMES.get(p, "unknown_transport") for p in range(256)])
+
+
+@lru_cache(maxsize=1)
+def _proto_column() -> pa.Array:
+    """Transport names by IP protocol number (built on first use: cheap imports matter)."""
+    return pa.array([_PROTO_NAMES.get(p, "unknown_transport") for p in range(256)], type=pa.string())
 _TUNNEL_SERVICE = {dk.TUN_GTPV1: "gtp-u", dk.TUN_VXLAN: "vxlan", dk.TUN_GRE: "gre", dk.TUN_IP: "ipip"}
 
 ENDED_CAPACITY = 1 << 15
@@ -219,6 +225,8 @@ class FlowEngine:
 
     def finish(self) -> None:
         """End every live flow (end of input, or interruption)."""
+        if self.state[ft.S_COUNT] == 0:
+            return
         while not ft.flush_all(self.K, self.F, self.H, self.used, self.state, self.EK, self.EF, self.EH):
             self._drain_ended()
         self._drain_ended()
@@ -330,7 +338,7 @@ class FlowEngine:
             "id.orig_p": pa.array(orig_p, type=pa.uint16()),
             "id.resp_h": resp_h,
             "id.resp_p": pa.array(resp_p, type=pa.uint16()),
-            "proto": _PROTO_COLUMN.take(pa.array(np.minimum(proto, 255))),
+            "proto": _proto_column().take(pa.array(np.minimum(proto, 255))),
             "service": services,
             "duration": duration,
             "orig_bytes": sizes[0],

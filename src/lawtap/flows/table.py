@@ -18,7 +18,7 @@ number of concurrent flows, never the capture's size.
 
 from __future__ import annotations
 
-import numba as nb
+from lawtap.jit import njit
 import numpy as np
 
 from lawtap.decode import kernel as dk
@@ -137,7 +137,7 @@ def likely_server_ports() -> np.ndarray:
     return ports
 
 
-@nb.njit(cache=True, inline="always")
+@njit(cache=True, inline="always")
 def _hash(k0, k1, k2, k3, k4):
     h = np.uint64(0x9E3779B97F4A7C15)
     for v in (k0, k1, k2, k3, k4):
@@ -147,7 +147,7 @@ def _hash(k0, k1, k2, k3, k4):
     return h
 
 
-@nb.njit(cache=True)
+@njit(cache=True)
 def _find(K, used, mask, k0, k1, k2, k3, k4):
     """Slot holding the key, or ``-(free slot) - 1`` when absent."""
     j = np.int64(_hash(k0, k1, k2, k3, k4) & np.uint64(mask))
@@ -158,7 +158,7 @@ def _find(K, used, mask, k0, k1, k2, k3, k4):
     return -j - 1
 
 
-@nb.njit(cache=True)
+@njit(cache=True)
 def _delete(K, F, H, used, mask, slot):
     """Backward-shift deletion keeps linear probing chains intact without tombstones."""
     j = slot
@@ -184,7 +184,7 @@ def _delete(K, F, H, used, mask, slot):
         j = k
 
 
-@nb.njit(cache=True)
+@njit(cache=True)
 def _end(K, F, H, used, mask, slot, reason, EK, EF, EH, state):
     e = state[S_N_ENDED]
     EK[e, :] = K[slot, :]
@@ -196,7 +196,7 @@ def _end(K, F, H, used, mask, slot, reason, EK, EF, EH, state):
     _delete(K, F, H, used, mask, slot)
 
 
-@nb.njit(cache=True, inline="always")
+@njit(cache=True, inline="always")
 def _timeout(F, slot):
     proto = F[slot, F_PROTO]
     if proto == 6:
@@ -212,7 +212,7 @@ def _timeout(F, slot):
     return ICMP_TIMEOUT
 
 
-@nb.njit(cache=True)
+@njit(cache=True)
 def _add_letter(H, F, slot, ch):
     n = F[slot, F_HIST_LEN]
     if n < HLEN:
@@ -220,19 +220,19 @@ def _add_letter(H, F, slot, ch):
         F[slot, F_HIST_LEN] = n + 1
 
 
-@nb.njit(cache=True, inline="always")
+@njit(cache=True, inline="always")
 def _letter(is_orig, upper):
     return upper if is_orig else upper + 32
 
 
-@nb.njit(cache=True)
+@njit(cache=True)
 def _once(H, F, slot, d, bit, ch):
     if (F[slot, F_SEEN + d] & bit) == 0:
         F[slot, F_SEEN + d] |= bit
         _add_letter(H, F, slot, ch)
 
 
-@nb.njit(cache=True)
+@njit(cache=True)
 def _repeat(H, F, slot, d, col, seq, ch):
     """S/H/F/R: recorded again only when the sequence number differs from the last one."""
     if F[slot, col + d] != seq:
@@ -240,7 +240,7 @@ def _repeat(H, F, slot, d, col, seq, ch):
         _add_letter(H, F, slot, ch)
 
 
-@nb.njit(cache=True)
+@njit(cache=True)
 def _logarithmic(H, F, slot, col, d, ch):
     """T/W: recorded at the 1st, 10th, 100th … occurrence."""
     c = F[slot, col + d] + 1
@@ -252,19 +252,19 @@ def _logarithmic(H, F, slot, col, d, ch):
         _add_letter(H, F, slot, ch)
 
 
-@nb.njit(cache=True, inline="always")
+@njit(cache=True, inline="always")
 def _signed32(x):
     x = x & 0xFFFFFFFF
     return x - 0x100000000 if x >= 0x80000000 else x
 
 
-@nb.njit(cache=True)
+@njit(cache=True)
 def _rel_seq(F, slot, d, seq):
     """Unwrap a 32-bit sequence number into the endpoint's 64-bit relative sequence space."""
     return F[slot, F_LAST_REL + d] + _signed32(seq - F[slot, F_LAST_RAW + d])
 
 
-@nb.njit(cache=True)
+@njit(cache=True)
 def _tcp_update(H, F, slot, d, flags, seq, ack, window, plen):
     is_orig = d == 0
     p = 1 - d
@@ -367,7 +367,7 @@ def _tcp_update(H, F, slot, d, flags, seq, ack, window, plen):
                 F[slot, F_STATE + p] = TCP_ESTABLISHED
 
 
-@nb.njit(cache=True)
+@njit(cache=True)
 def _icmp_pair(proto, t):
     """(request type, reply type, packet is the reply) for paired ICMP types, else (-1, -1, 0)."""
     if proto == 1:
@@ -389,7 +389,7 @@ def _icmp_pair(proto, t):
     return -1, -1, 0
 
 
-@nb.njit(cache=True, inline="always")
+@njit(cache=True, inline="always")
 def _is_group(hi, lo):
     if hi == 0 and (lo >> np.uint64(32)) == np.uint64(0xFFFF):
         v4 = lo & np.uint64(0xFFFFFFFF)
@@ -397,7 +397,7 @@ def _is_group(hi, lo):
     return (hi >> np.uint64(56)) == np.uint64(0xFF)
 
 
-@nb.njit(cache=True)
+@njit(cache=True)
 def _flow_for_packet(K, F, H, used, mask, state, server_ports, EK, EF, EH,
                      s_hi, s_lo, d_hi, d_lo, sport, dport, proto, ipver, flags, seq, ts):
     """Find or create the flow for one packet; returns (slot, is_orig)."""
@@ -490,7 +490,7 @@ def _flow_for_packet(K, F, H, used, mask, state, server_ports, EK, EF, EH,
     return slot, not flip
 
 
-@nb.njit(cache=True)
+@njit(cache=True)
 def _scan_expired(K, F, H, used, mask, state, now, EK, EF, EH):
     cap = mask + 1
     j = 0
@@ -504,7 +504,7 @@ def _scan_expired(K, F, H, used, mask, state, now, EK, EF, EH):
     return True
 
 
-@nb.njit(cache=True)
+@njit(cache=True)
 def _account(F, slot, d, ts, ip_len, plen):
     F[slot, F_LAST_TS] = ts
     F[slot, F_PKTS + d] += 1
@@ -512,7 +512,7 @@ def _account(F, slot, d, ts, ip_len, plen):
     F[slot, F_PAY_BYTES + d] += plen
 
 
-@nb.njit(cache=True)
+@njit(cache=True)
 def _sample(F, slot, d, data, off, plen, S, arena, state):
     """Keep the first payloads of each direction for DPI (copied: the batch buffer is reused)."""
     if plen <= 0 or F[slot, F_SAMPLES + d] >= SAMPLE_PACKETS:
@@ -535,7 +535,7 @@ def _sample(F, slot, d, data, off, plen, S, arena, state):
     return True
 
 
-@nb.njit(cache=True)
+@njit(cache=True)
 def process(data, A, D, ts, start, n, K, F, H, used, state, server_ports, EK, EF, EH, S, arena, PF, POF, PD):
     """Run packets ``start..n-1`` of a decoded batch through the table.
 
@@ -621,7 +621,7 @@ def process(data, A, D, ts, start, n, K, F, H, used, state, server_ports, EK, EF
     return RC_DONE, n
 
 
-@nb.njit(cache=True)
+@njit(cache=True)
 def flush_all(K, F, H, used, state, EK, EF, EH):
     """End every live flow (end of input); returns False when the ended buffer filled first."""
     mask = K.shape[0] - 1
@@ -636,7 +636,7 @@ def flush_all(K, F, H, used, state, EK, EF, EH):
     return True
 
 
-@nb.njit(cache=True)
+@njit(cache=True)
 def rehash(K, F, H, used, K2, F2, H2, used2):
     mask2 = K2.shape[0] - 1
     for j in range(K.shape[0]):

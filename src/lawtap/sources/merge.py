@@ -17,7 +17,7 @@ from dataclasses import replace
 from typing import Protocol
 
 import numpy as np
-from numba import njit
+from lawtap.jit import njit
 
 from lawtap.sources.batch import PacketBatch, ReaderWeird
 from lawtap.sources.open import DEFAULT_MAX_BYTES, open_capture

@@ -176,6 +176,8 @@ class CaptureSource:
         weirds: list[ReaderWeird] = [weird] if weird else []
         pos = min(indexer.start, fill)  # the header was validated by open_capture
         base = n = 0
+        if eof and pos >= fill and not weirds:
+            return  # a header and no packets: nothing to index (and no kernel to load)
         while True:
             res = indexer.index(buf, pos, fill, eof, base, cols, n)
             n, pos = res.n, res.pos

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 import numpy as np
-from numba import njit
+from lawtap.jit import njit
 
 from lawtap.sources.batch import PacketBatch, ReaderWeird
 

@@ -14,7 +14,7 @@ import struct
 from dataclasses import dataclass
 
 import numpy as np
-from numba import njit
+from lawtap.jit import njit
 
 from lawtap.sources.batch import ReaderWeird
 from lawtap.sources.pcap import (

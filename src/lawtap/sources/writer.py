@@ -16,7 +16,7 @@ from types import TracebackType
 from typing import BinaryIO
 
 import numpy as np
-from numba import njit
+from lawtap.jit import njit
 
 from lawtap import __version__
 from lawtap.errors import LawtapError
