@@ -8,9 +8,11 @@ interest, and walks those in Python:
 1. an undecided flow buffers its first payloads and asks DPI (``classify``) what it is;
 2. once a service with a registered analyzer is named, the analyzer is created, the buffered
    packets are replayed and later ones streamed (TCP through the reassembler);
-3. a flow whose service has no analyzer, or that stays unknown after a few payloads, or whose
-   analyzer says it is ``done`` (e.g. TLS after the handshake), is marked ignored, and its
-   packets never reach Python again.
+3. a flow whose service has no analyzer, or that stays unknown after a few payloads, is marked
+   ignored, and its packets never reach Python again;
+4. when an analyzer says it is ``done``, the rest of a TCP stream is sniffed once more: that is
+   how STARTTLS works (SMTP, POP3, IMAP, FTP, XMPP hand over to the TLS analyzer); a second
+   ``done`` (e.g. TLS after its handshake) ignores the flow for good.
 
 Analyzer events are drained into per-type record rows and :class:`FileObject` s, tagged with
 the flow id; the pipeline turns flow ids into uids.
@@ -44,6 +46,8 @@ class _Flow:
     stream: TcpStream | None = None
     pending: list[tuple] = field(default_factory=list)  # (is_orig, seq, ack, flags, payload, ts)
     payloads: int = 0
+    resniff: list[tuple] | None = None  # reassembled (is_orig, bytes, ts) after an analyzer quit
+    resniffed: bool = False
 
 
 def _addr(hi: int, lo: int) -> str:
@@ -97,7 +101,7 @@ class StreamDispatcher:
             off, ln = int(row[dk.C_PAY_OFF]), int(row[dk.C_PAY_LEN])
             payload = data[off : off + ln]
             t = float(ts[i]) / 1e9
-            if flow.analyzer is None:
+            if flow.analyzer is None and flow.resniff is None:
                 self._pending(fid, flow, is_orig, row, payload, t)
             else:
                 self._feed(fid, flow, is_orig, int(row[dk.C_SEQ]), int(row[dk.C_ACK]), int(row[dk.C_FLAGS]), payload, t)
@@ -108,7 +112,7 @@ class StreamDispatcher:
             flow = self.flows.pop(fid, None)
             if flow is None:
                 continue
-            if flow.analyzer is None and flow.pending:
+            if flow.analyzer is None and flow.pending and flow.resniff is None:
                 self._decide(fid, flow, final=True)
             if flow.analyzer is not None:
                 if flow.stream is not None:
@@ -176,7 +180,9 @@ class StreamDispatcher:
 
     def _feed(self, fid: int, flow: _Flow, is_orig: bool, seq: int, ack: int, flags: int, payload, t: float) -> None:
         an = flow.analyzer
-        assert an is not None
+        if an is None:  # sniffing the rest of a stream whose analyzer quit (STARTTLS)
+            self._resniff(fid, flow, flow.stream.packet(is_orig, seq, ack, flags, payload, t), t)
+            return
         if flow.stream is not None:
             self._deliver(fid, flow, flow.stream.packet(is_orig, seq, ack, flags, payload, t))
         else:
@@ -186,7 +192,39 @@ class StreamDispatcher:
         if getattr(an, "done", False):
             an.finish(t)
             self._drain(fid, flow)
-            self._ignore(fid)
+            if flow.stream is not None and not flow.resniffed:
+                flow.analyzer = None
+                flow.resniffed = True
+                flow.resniff = []
+            else:
+                self._ignore(fid)
+
+    def _resniff(self, fid: int, flow: _Flow, events: list, t: float) -> None:
+        buf = flow.resniff
+        assert buf is not None
+        for is_orig, ev in events:
+            if isinstance(ev, Data) and len(ev.data):
+                buf.append((is_orig, bytes(ev.data), ev.ts))
+        if not buf:
+            return
+        orig = [d[:PENDING_BYTES] for o, d, _ in buf if o]
+        resp = [d[:PENDING_BYTES] for o, d, _ in buf if not o]
+        service = ""
+        if self.classify is not None:
+            try:
+                service = self.classify(flow.conn.proto, flow.conn.orig_p, flow.conn.resp_p, orig, resp) or ""
+            except Exception:
+                service = ""
+        cls = self.registry.get(service)
+        if cls is None:
+            if service or len(buf) >= MAX_PENDING_PAYLOADS:
+                self._ignore(fid)
+            return
+        flow.analyzer = an = cls(flow.conn)
+        flow.resniff = None
+        for is_orig, data, ts in buf:
+            an.feed(is_orig, data, ts)
+        self._drain(fid, flow)
 
     def _deliver(self, fid: int, flow: _Flow, events: list) -> None:
         an = flow.analyzer
