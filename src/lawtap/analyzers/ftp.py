@@ -30,6 +30,7 @@ import pyarrow as pa
 
 from lawtap.analyzers.base import ConnInfo, FileObject, StreamAnalyzer
 from lawtap.analyzers.chat import schema_with
+from lawtap.analyzers.tls import RECORD_SCHEMAS as _TLS_RECORD_SCHEMAS
 
 try:  # a sibling module; the FileObject's MIME type is only a convenience
     from lawtap.analyzers.mime_sniff import sniff as _sniff
@@ -66,7 +67,7 @@ FTP_SCHEMA = schema_with(
     ]
 )
 
-RECORD_SCHEMAS = {"ftp": FTP_SCHEMA}
+RECORD_SCHEMAS = {"ftp": FTP_SCHEMA, **_TLS_RECORD_SCHEMAS}  # AUTH TLS sessions log their handshake
 
 MAX_WEIRDS = 64  # per analyzer; a garbage stream must not flood the weird table
 
@@ -414,6 +415,8 @@ class FtpAnalyzer(StreamAnalyzer):
         self._open_channel: ExpectedChannel | None = None  # announced, no transfer command yet
         self._tls_dir = {True: False, False: False}  # direction currently carrying TLS records
         self._tls_buf = {True: bytearray(), False: bytearray()}
+        self._tls: StreamAnalyzer | None = None  # inner TLS analyzer after AUTH TLS
+        self._now = 0.0
 
     # ---- events ----
     def _weird(self, name: str, detail: str = "") -> None:
@@ -423,6 +426,7 @@ class FtpAnalyzer(StreamAnalyzer):
     def feed(self, is_orig: bool, data: bytes, ts: float) -> None:
         if self.done or not data:
             return
+        self._now = ts
         if self._tls_dir[is_orig]:
             data = self._tls_skip(is_orig, data)
             if not data or self.done:
@@ -469,6 +473,12 @@ class FtpAnalyzer(StreamAnalyzer):
         self._weird("ftp_content_gap", f"{'client' if is_orig else 'server'} {length} bytes")
 
     def finish(self, ts: float) -> None:
+        if self._tls is not None:
+            self._tls.finish(ts)
+            r, f, w = self._tls.drain()
+            self.records += r
+            self.files += f
+            self.weirds += w
         for is_orig in (True, False):
             if self._tls_dir[is_orig]:
                 continue
@@ -492,6 +502,19 @@ class FtpAnalyzer(StreamAnalyzer):
             self._tls_dir[d] = True
             self._lines[d].buf.clear()
 
+    def _inner_tls(self, is_orig: bool, records: bytes) -> None:
+        """Hand whole TLS records to a TLS analyzer, so the handshake (SNI, JA3/JA4,
+        certificates) of an AUTH TLS session is logged like any other TLS connection."""
+        if self._tls is None:
+            from lawtap.analyzers.tls import TLSAnalyzer
+
+            self._tls = TLSAnalyzer(self.conn)
+        self._tls.feed(is_orig, records, self._now)
+        r, f, w = self._tls.drain()
+        self.records += r
+        self.files += f
+        self.weirds += w
+
     def _tls_skip(self, is_orig: bool, data: bytes) -> bytes:
         """Consume whole TLS records; return the clear text that follows them, if any."""
         buf = self._tls_buf[is_orig]
@@ -504,6 +527,7 @@ class FtpAnalyzer(StreamAnalyzer):
                 ln = (buf[pos + 3] << 8) | buf[pos + 4]
                 if n - pos < 5 + ln:
                     break
+                self._inner_tls(is_orig, bytes(buf[pos : pos + 5 + ln]))
                 pos += 5 + ln
                 continue
             # not a TLS record: clear text again (after CCC) or garbage

@@ -76,8 +76,32 @@ def make_uids(salt: bytes, fids: np.ndarray, prefix: str = "C") -> pa.Array:
     return pa.array(chars.view("S18").ravel(), type=pa.binary()).cast(pa.string())
 
 
+_MASK = (1 << 64) - 1
+
+
+def _mix64_int(x: int) -> int:
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK
+    return x ^ (x >> 31)
+
+
 def make_uid(salt: bytes, fid: int, prefix: str = "C") -> str:
-    return make_uids(salt, np.array([fid], dtype=np.int64), prefix)[0].as_py()
+    """One uid, same as :func:`make_uids` but in plain ints (numpy costs more for one value)."""
+    k1 = int.from_bytes(salt[:8], "little")
+    k2 = int.from_bytes(salt[8:16], "little")
+    f = fid & _MASK
+    h1 = _mix64_int(f ^ k1)
+    h2 = _mix64_int(h1 ^ k2 ^ ((f * 0x9E3779B97F4A7C15) & _MASK))
+    out = [prefix]
+    v = h1 % 62**10
+    for _ in range(10):
+        v, r = divmod(v, 62)
+        out.append(_BASE62[r])
+    v = h2 % 62**7
+    for _ in range(7):
+        v, r = divmod(v, 62)
+        out.append(_BASE62[r])
+    return "".join(out)
 
 
 def address_strings(hi: np.ndarray, lo: np.ndarray, names: "AddressNames") -> pa.Array:

@@ -71,6 +71,9 @@ class StreamDispatcher:
         self.files: list[tuple[int, ConnInfo, FileObject]] = []
         self.weirds: list[tuple[int, str, str, float]] = []
         self.analyzed_packets = 0
+        # Data connections announced by control connections (FTP PORT/PASV, IRC DCC, TFTP):
+        # a new flow matching one goes straight to the channel's analyzer, without DPI.
+        self.channels: list = []
 
     # ---- per batch ----
     def batch(self, data: np.ndarray, A: np.ndarray, D: np.ndarray, ts: np.ndarray, PF: np.ndarray, PD: np.ndarray) -> None:
@@ -96,11 +99,13 @@ class StreamDispatcher:
             fid = int(PF[i])
             flow = self.flows.get(fid)
             is_orig = bool(PD[i])
-            if flow is None:
-                flow = self._new_flow(fid, A[i], row, is_orig)
             off, ln = int(row[dk.C_PAY_OFF]), int(row[dk.C_PAY_LEN])
             payload = data[off : off + ln]
             t = float(ts[i]) / 1e9
+            if flow is None:
+                flow = self._new_flow(fid, A[i], row, is_orig)
+                if self.channels:
+                    self._claim_channel(fid, flow, t)
             if flow.analyzer is None and flow.resniff is None:
                 self._pending(fid, flow, is_orig, row, payload, t)
             else:
@@ -140,6 +145,22 @@ class StreamDispatcher:
             conn = ConnInfo("", dst, dport, src, sport, "tcp" if proto == 6 else "udp")
         flow = self.flows[fid] = _Flow(conn=conn, proto=proto)
         return flow
+
+    def _claim_channel(self, fid: int, flow: _Flow, t: float) -> bool:
+        from lawtap.analyzers.ftp import match_channel
+
+        ch = match_channel(self.channels, flow.conn, t)
+        if ch is None:
+            return False
+        ch.claimed = True
+        self.channels = [c for c in self.channels if not c.claimed and t - c.created < 3600]
+        c = flow.conn
+        flow.conn = ConnInfo(self.uid_of(fid), c.orig_h, c.orig_p, c.resp_h, c.resp_p, c.proto)
+        flow.analyzer = ch.analyzer(flow.conn)
+        self.state[fid] = ANALYZING
+        if flow.proto == 6:
+            flow.stream = TcpStream()
+        return True
 
     def _pending(self, fid: int, flow: _Flow, is_orig: bool, row: np.ndarray, payload: np.ndarray, t: float) -> None:
         # The batch buffer is reused: what waits for DPI must be copied.
@@ -187,7 +208,7 @@ class StreamDispatcher:
             self._deliver(fid, flow, flow.stream.packet(is_orig, seq, ack, flags, payload, t))
         else:
             an.datagram(is_orig, bytes(payload), t)
-        if an.records or an.files or an.weirds:
+        if an.records or an.files or an.weirds or getattr(an, "expected_channels", None):
             self._drain(fid, flow)
         if getattr(an, "done", False):
             an.finish(t)
@@ -240,6 +261,10 @@ class StreamDispatcher:
     def _drain(self, fid: int, flow: _Flow) -> None:
         assert flow.analyzer is not None
         records, files, weirds = flow.analyzer.drain()
+        announced = getattr(flow.analyzer, "expected_channels", None)
+        if announced:
+            self.channels.extend(announced)
+            del announced[:]
         for type_name, fields in records:
             self.records.setdefault(type_name, []).append((fid, flow.conn, fields))
         self.files.extend((fid, flow.conn, f) for f in files)
