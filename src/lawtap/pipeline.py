@@ -93,6 +93,7 @@ class Analyzer:
                         reg[name] = partial(reg[name], tracker=self.calls)
                 media_hint = self._media_hint
             self.dispatcher = StreamDispatcher(reg, classify, self.engine.uid, media_hint)
+            self.engine.share_services(self.dispatcher.services)
             self.artifacts = ArtifactStore(artifact_root)
 
     def process(self, batch: PacketBatch) -> Iterator[tuple[str, pa.RecordBatch]]:

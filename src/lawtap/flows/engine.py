@@ -219,10 +219,18 @@ class FlowEngine:
         self.samples: dict[int, tuple[list[bytes], list[bytes]]] = {}
         self.names = AddressNames()
         self.conn_batches: list[pa.RecordBatch] = []
+        self._ended_raw: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         self.tunnel_batches: list[pa.RecordBatch] = []
         self.flows_ended = 0
         self.peak_flows = 0
         self.ended_fids: list[int] = []  # flows ended since the caller last took them
+        # When a stream dispatcher runs, it classifies each flow once and shares the answer
+        # here (fid -> service); the engine then keeps no payload samples of its own.
+        self.known_services: dict[int, str] | None = None
+
+    def share_services(self, services: dict[int, str]) -> None:
+        self.known_services = services
+        self.state[ft.S_NO_SAMPLES] = 1
 
     # ---- per batch ----
     def run(self, data: np.ndarray, A: np.ndarray, D: np.ndarray, ts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -258,11 +266,6 @@ class FlowEngine:
     def uid(self, fid: int) -> str:
         return make_uid(self.salt, fid)
 
-    def take_records(self) -> tuple[list[pa.RecordBatch], list[pa.RecordBatch]]:
-        conn, tun = self.conn_batches, self.tunnel_batches
-        self.conn_batches, self.tunnel_batches = [], []
-        return conn, tun
-
     # ---- internals ----
     def _grow(self) -> None:
         cap = self.K.shape[0] * 2
@@ -297,6 +300,19 @@ class FlowEngine:
         self.state[ft.S_N_ENDED] = 0
         self.flows_ended += n
         self.ended_fids.extend(EF[:, ft.F_FID].tolist())
+        # Records are built later, in take_records(): the stream dispatcher may still have to
+        # classify these flows from packets of the batch being processed.
+        self._ended_raw.append((EK.copy(), EF.copy(), EH.copy()))
+
+    def take_records(self) -> tuple[list[pa.RecordBatch], list[pa.RecordBatch]]:
+        for EK, EF, EH in self._ended_raw:
+            self._build_records(EK, EF, EH)
+        self._ended_raw = []
+        conn, tun = self.conn_batches, self.tunnel_batches
+        self.conn_batches, self.tunnel_batches = [], []
+        return conn, tun
+
+    def _build_records(self, EK: np.ndarray, EF: np.ndarray, EH: np.ndarray) -> None:
         conn_rows = np.nonzero(EF[:, ft.F_TUN_KIND] == 0)[0]
         tun_rows = np.nonzero(EF[:, ft.F_TUN_KIND] != 0)[0]
         # UDP tunnels (GTP-U, VXLAN) are connections too, as in Zeek; IP tunnels are not.
@@ -386,10 +402,14 @@ class FlowEngine:
         out: list[str | None] = []
         pop = self.samples.pop
         classify = self.classify
+        known = self.known_services
         for fid, proto, op, rp, tk in zip(fids, protos, orig_p, resp_p, tun):
             entry = pop(fid, None)
             if tk:
                 out.append(_TUNNEL_SERVICE.get(tk))
+                continue
+            if known is not None:  # the stream dispatcher already classified this flow
+                out.append(known.pop(fid, None) or None)
                 continue
             if entry is None or classify is None or proto not in (6, 17, 132):
                 out.append(None)

@@ -102,6 +102,7 @@ S_N_SAMPLES = 3
 S_ARENA_USED = 4
 S_LAST_SCAN = 5
 S_NOW = 6
+S_NO_SAMPLES = 7  # 1: DPI samples are not needed (the stream dispatcher classifies)
 NS = 8
 
 _FLAGS_FIN = 0x01
@@ -616,7 +617,7 @@ def process(data, A, D, ts, start, n, K, F, H, used, state, server_ports, EK, EF
                 _once(H, F, slot, d, _B_D, _letter(is_orig, 68))
         PF[i] = F[slot, F_FID]
         PD[i] = 1 if is_orig else 0
-        if proto != 1 and proto != 58:
+        if proto != 1 and proto != 58 and state[S_NO_SAMPLES] == 0:
             _sample(F, slot, d, data, D[i, dk.C_PAY_OFF], plen, S, arena, state)
     return RC_DONE, n
 

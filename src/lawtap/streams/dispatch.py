@@ -74,6 +74,7 @@ class StreamDispatcher:
         # Data connections announced by control connections (FTP PORT/PASV, IRC DCC, TFTP):
         # a new flow matching one goes straight to the channel's analyzer, without DPI.
         self.channels: list = []
+        self.services: dict[int, str] = {}  # fid -> DPI's answer, for conn.service
 
     # ---- per batch ----
     def batch(self, data: np.ndarray, A: np.ndarray, D: np.ndarray, ts: np.ndarray, PF: np.ndarray, PD: np.ndarray) -> None:
@@ -157,6 +158,7 @@ class StreamDispatcher:
         c = flow.conn
         flow.conn = ConnInfo(self.uid_of(fid), c.orig_h, c.orig_p, c.resp_h, c.resp_p, c.proto)
         flow.analyzer = ch.analyzer(flow.conn)
+        self.services[fid] = getattr(flow.analyzer, "service", "") or ""
         self.state[fid] = ANALYZING
         if flow.proto == 6:
             flow.stream = TcpStream()
@@ -180,6 +182,8 @@ class StreamDispatcher:
                 service = self.classify(flow.conn.proto, flow.conn.orig_p, flow.conn.resp_p, orig, resp) or ""
             except Exception:  # DPI is fuzzed separately; a detector bug must not stop the run
                 service = ""
+        if service:
+            self.services[fid] = service
         cls = self.registry.get(service)
         if cls is None:
             if service or final or flow.payloads >= MAX_PENDING_PAYLOADS:
@@ -236,6 +240,8 @@ class StreamDispatcher:
                 service = self.classify(flow.conn.proto, flow.conn.orig_p, flow.conn.resp_p, orig, resp) or ""
             except Exception:
                 service = ""
+        if service and fid not in self.services:
+            self.services[fid] = service
         cls = self.registry.get(service)
         if cls is None:
             if service or len(buf) >= MAX_PENDING_PAYLOADS:
