@@ -43,6 +43,7 @@ from lawtap.records import SCHEMAS
 
 CASE_META = "case.json"
 PARQUET_COMPRESSION = "zstd"
+PARQUET_COMPRESSION_LEVEL = 1  # same size as the default level on our data, noticeably faster
 PARTIAL_SUFFIX = ".partial"
 # Rows buffered per type before a row group is written: big enough for efficient Parquet and
 # vectorised JSON formatting, small enough that memory stays bounded (~tens of MB per type).
@@ -683,7 +684,7 @@ def _atomic_write_bytes(path: Path, payload: bytes) -> None:
 def _write_empty_parquet(path: Path, schema: pa.Schema) -> None:
     tmp = path.with_name(path.name + PARTIAL_SUFFIX)
     # ParquetWriter, not write_table: write_table imports pandas (0.3 s) whenever it is installed.
-    pq.ParquetWriter(tmp, schema, compression=PARQUET_COMPRESSION).close()
+    pq.ParquetWriter(tmp, schema, compression=PARQUET_COMPRESSION, compression_level=PARQUET_COMPRESSION_LEVEL).close()
     os.replace(tmp, path)
 
 
@@ -824,7 +825,7 @@ class CaseWriter:
         writer = self._writers.get(type_name)
         if writer is None:
             partial = self.case_dir / f"{type_name}.parquet{PARTIAL_SUFFIX}"
-            writer = pq.ParquetWriter(partial, SCHEMAS[type_name], compression=PARQUET_COMPRESSION)
+            writer = pq.ParquetWriter(partial, SCHEMAS[type_name], compression=PARQUET_COMPRESSION, compression_level=PARQUET_COMPRESSION_LEVEL)
             self._writers[type_name] = writer
         writer.write_table(group, row_group_size=max(1, group.num_rows))
         if lines is not None:

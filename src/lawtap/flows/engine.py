@@ -110,10 +110,16 @@ def address_strings(hi: np.ndarray, lo: np.ndarray, names: "AddressNames") -> pa
 
     v4 = (hi == 0) & ((lo >> np.uint64(32)) == np.uint64(0xFFFF))
     n = hi.shape[0]
-    if v4.all() and n:
-        octets = [pc.cast(pa.array(((lo >> np.uint64(s)) & np.uint64(0xFF)).astype(np.uint8)), pa.string()) for s in (24, 16, 8, 0)]
-        return pc.binary_join_element_wise(*octets, ".")
-    return pa.array([names(h, l) for h, l in zip(hi.tolist(), lo.tolist())], type=pa.string())
+    if n == 0:
+        return pa.array([], type=pa.string())
+    octets = [pc.cast(pa.array(((lo >> np.uint64(s)) & np.uint64(0xFF)).astype(np.uint8)), pa.string()) for s in (24, 16, 8, 0)]
+    dotted = pc.binary_join_element_wise(*octets, ".")
+    if v4.all():
+        return dotted
+    v6_rows = np.nonzero(~v4)[0]
+    v6 = pa.array([names(h, l) for h, l in zip(hi[v6_rows].tolist(), lo[v6_rows].tolist())], type=pa.string())
+    # Put the IPv6 strings in their rows: replace_with_mask fills masked slots in order.
+    return pc.replace_with_mask(dotted, pa.array(~v4), v6)
 
 
 class AddressNames:
@@ -366,7 +372,8 @@ class FlowEngine:
             tunnel_parents = pa.nulls(n, type=pa.list_(pa.string()))
         protos = proto.tolist()
         states = conn_states(proto, EF[:, ft.F_STATE], EF[:, ft.F_STATE + 1], sizes[0], sizes[1], hist_bytes)
-        services = self._services(fids.tolist(), protos, orig_p.tolist(), resp_p.tolist(), EF[:, ft.F_TUN_KIND].tolist())
+        services = self._services(fids.tolist(), protos, orig_p.tolist(), resp_p.tolist(), EF[:, ft.F_TUN_KIND].tolist(),
+                                  EF[:, ft.F_SVC].tolist())
         first = EF[:, ft.F_FIRST_TS]
         duration = (EF[:, ft.F_LAST_TS] - first) / 1e9
         vlan = EF[:, ft.F_VLAN]
@@ -398,15 +405,19 @@ class FlowEngine:
         }
         return pa.RecordBatch.from_pydict(cols, schema=CONN)
 
-    def _services(self, fids: list[int], protos: list[int], orig_p: list[int], resp_p: list[int], tun: list[int]) -> list[str | None]:
+    def _services(self, fids: list[int], protos: list[int], orig_p: list[int], resp_p: list[int], tun: list[int],
+                  kernel_svc: list[int]) -> list[str | None]:
         out: list[str | None] = []
         pop = self.samples.pop
         classify = self.classify
         known = self.known_services
-        for fid, proto, op, rp, tk in zip(fids, protos, orig_p, resp_p, tun):
+        for fid, proto, op, rp, tk, ks in zip(fids, protos, orig_p, resp_p, tun, kernel_svc):
             entry = pop(fid, None)
             if tk:
                 out.append(_TUNNEL_SERVICE.get(tk))
+                continue
+            if ks and known is None:  # recognised in the flow kernel already
+                out.append(ft.SERVICE_NAMES[ks])
                 continue
             if known is not None:  # the stream dispatcher already classified this flow
                 out.append(known.pop(fid, None) or None)

@@ -65,7 +65,15 @@ F_TEID = 51
 F_GAPS = 52  # content gaps per direction (history 'G' logarithmic)
 F_HOLE_START = 54  # one outstanding hole in each direction's sequence space
 F_HOLE_END = 56
-NF = 58
+F_SVC = 58  # service decided in the kernel (SVC_*), 0 when DPI in Python must decide
+NF = 59
+
+# Services the kernel recognises itself. DNS is most of the flows in many captures, and its
+# structure is cheap to check in compiled code; on its own ports the answer is the same one the
+# Python DPI gives, at a fraction of the cost. Everything else is left to lawtap.dpi.
+SVC_DNS = 1
+SVC_MDNS = 2
+SERVICE_NAMES = {SVC_DNS: "dns", SVC_MDNS: "mdns"}
 
 END_TIMEOUT = 1
 END_REUSE = 2
@@ -514,6 +522,55 @@ def _account(F, slot, d, ts, ip_len, plen):
 
 
 @njit(cache=True)
+def _dns_query_like(b, off, n):
+    """A well-formed DNS message with one question (header sanity + QNAME walk + class)."""
+    if n < 17:
+        return False
+    flags = (np.int64(b[off + 2]) << 8) | np.int64(b[off + 3])
+    if (flags >> 11) & 0xF != 0 or (flags & 0x0040) != 0:
+        return False  # opcode QUERY only, Z bit clear
+    qd = (np.int64(b[off + 4]) << 8) | np.int64(b[off + 5])
+    an = (np.int64(b[off + 6]) << 8) | np.int64(b[off + 7])
+    ns = (np.int64(b[off + 8]) << 8) | np.int64(b[off + 9])
+    ar = (np.int64(b[off + 10]) << 8) | np.int64(b[off + 11])
+    if qd != 1 or an > 256 or ns > 256 or ar > 256:
+        return False
+    if (flags >> 15) == 0 and (an != 0 or ns != 0):
+        return False  # a query carries no answers
+    p = off + 12
+    end = off + n
+    total = 0
+    while True:
+        if p >= end:
+            return False
+        ln = np.int64(b[p])
+        if ln == 0:
+            p += 1
+            break
+        if ln > 63:
+            return False
+        total += ln + 1
+        if total > 255:
+            return False
+        p += ln + 1
+    if p + 4 > end:
+        return False
+    qtype = (np.int64(b[p]) << 8) | np.int64(b[p + 1])
+    qclass = ((np.int64(b[p + 2]) << 8) | np.int64(b[p + 3])) & 0x7FFF
+    return qtype != 0 and (qclass == 1 or qclass == 255 or qclass == 3 or qclass == 4)
+
+
+@njit(cache=True)
+def _kernel_service(F, slot, data, off, plen, sport, dport):
+    if sport == 53 or dport == 53:
+        if _dns_query_like(data, off, plen):
+            F[slot, F_SVC] = SVC_DNS
+    elif sport == 5353 or dport == 5353:
+        if _dns_query_like(data, off, plen):
+            F[slot, F_SVC] = SVC_MDNS
+
+
+@njit(cache=True)
 def _sample(F, slot, d, data, off, plen, S, arena, state):
     """Keep the first payloads of each direction for DPI (copied: the batch buffer is reused)."""
     if plen <= 0 or F[slot, F_SAMPLES + d] >= SAMPLE_PACKETS:
@@ -617,7 +674,9 @@ def process(data, A, D, ts, start, n, K, F, H, used, state, server_ports, EK, EF
                 _once(H, F, slot, d, _B_D, _letter(is_orig, 68))
         PF[i] = F[slot, F_FID]
         PD[i] = 1 if is_orig else 0
-        if proto != 1 and proto != 58 and state[S_NO_SAMPLES] == 0:
+        if proto == 17 and plen > 0 and F[slot, F_SVC] == 0 and F[slot, F_SAMPLES] + F[slot, F_SAMPLES + 1] == 0:
+            _kernel_service(F, slot, data, D[i, dk.C_PAY_OFF], plen, D[i, dk.C_SPORT], D[i, dk.C_DPORT])
+        if proto != 1 and proto != 58 and state[S_NO_SAMPLES] == 0 and F[slot, F_SVC] == 0:
             _sample(F, slot, d, data, D[i, dk.C_PAY_OFF], plen, S, arena, state)
     return RC_DONE, n
 
