@@ -53,7 +53,9 @@ PEERS_DIR = BENCH / "peers"
 GNU_TIME = "/usr/bin/time"
 STARTUP_TARGET_S = 1.0
 DEFAULT_TOOLS = ("tshark", "nfstream", "dpkt", "lawtap")
-KNOWN_TOOLS = DEFAULT_TOOLS
+# Issue 3's comparison: object extraction and plain reassembly against lawtap with every analyzer.
+RECONSTRUCT_TOOLS = ("tshark-export", "tcpflow", "lawtap-full")
+KNOWN_TOOLS = DEFAULT_TOOLS + RECONSTRUCT_TOOLS
 # Standard workload names: the shared README quotes its peers' figures on these two files.
 WORKLOAD_NAMES = {"50M": "small", "1G": "large"}
 RUN_TIMEOUT_S = 3 * 3600
@@ -62,7 +64,10 @@ TASKS = {
     "tshark": "TCP conversation table (-q -z conv,tcp)",
     "nfstream": "flows + nDPI (20 packets), {meters}",
     "dpkt": "parse to L4 + 5-tuple flow table",
-    "lawtap": "analyze -> case dir (full pipeline)",
+    "lawtap": "analyze --no-analyzers: flows + DPI -> Parquet",
+    "tshark-export": "export http+imf objects (out-of-order reassembly on)",
+    "tcpflow": "TCP reassembly to files",
+    "lawtap-full": "analyze: flows, DPI, reassembly, every analyzer, artifacts",
 }
 
 
@@ -300,7 +305,12 @@ class Peer:
 def ensure_peers(names: list[str], allow_install: bool) -> dict[str, Peer]:
     peers: dict[str, Peer] = {}
     for name in names:
-        if name == "tshark":
+        if name == "tcpflow":
+            if not shutil.which("tcpflow") and allow_install:
+                apt_install("tcpflow")
+            exe = shutil.which("tcpflow")
+            peers[name] = Peer(name, bool(exe), first_line([exe, "-V"]) if exe else "", "" if exe else "tcpflow not found")
+        elif name in ("tshark", "tshark-export"):
             if not shutil.which("tshark") and allow_install:
                 apt_install("tshark")
             exe = shutil.which("tshark")
@@ -308,13 +318,13 @@ def ensure_peers(names: list[str], allow_install: bool) -> dict[str, Peer]:
                 ver = first_line([exe, "--version"])
                 m = re.search(r"TShark \(Wireshark\) (\S+)", ver)
                 peers[name] = Peer(name, True, m.group(1) if m else ver)
-            else:
+            else:  # noqa: PLR5501
                 why = "apt-get install tshark failed" if allow_install else "--no-install"
                 peers[name] = Peer(name, False, "", f"tshark not found ({why})")
         elif name in ("dpkt", "nfstream"):
             ok, info = ensure_python_peer(name, allow_install)
             peers[name] = Peer(name, ok, info if ok else "", "" if ok else info)
-        elif name == "lawtap":
+        elif name in ("lawtap", "lawtap-full"):
             exe = lawtap_exe()
             ver = ""
             if exe:
@@ -464,8 +474,10 @@ def measure(cmd: list[str], tag: str, cwd: Path = ROOT) -> Run:
         c0, s0 = cpu_counters(), self_cpu()
         t0 = time.perf_counter()
         try:
+            # Tools run as users run them: with byte-code caching (some shells here disable it).
+            env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
             proc = subprocess.Popen(
-                full, stdout=out, stderr=err, stdin=subprocess.DEVNULL, cwd=cwd, start_new_session=True
+                full, stdout=out, stderr=err, stdin=subprocess.DEVNULL, cwd=cwd, start_new_session=True, env=env
             )
         except FileNotFoundError as e:
             os.unlink(tpath)
@@ -557,9 +569,21 @@ def tool_cmd(tool: str, pcap: Path, case_dir: Path, meters: int) -> list[str]:
         return [py, str(PEERS_DIR / "nfstream_flows.py"), str(pcap), "--meters", str(meters)]
     if tool == "dpkt":
         return [py, str(PEERS_DIR / "dpkt_flows.py"), str(pcap)]
-    if tool == "lawtap":
+    if tool in ("lawtap", "lawtap-full"):
         exe = lawtap_exe()
-        return [str(exe) if exe else str(ROOT / ".venv" / "bin" / "lawtap"), "analyze", str(pcap), "-o", str(case_dir)]
+        cmd = [str(exe) if exe else str(ROOT / ".venv" / "bin" / "lawtap"), "analyze", str(pcap), "-o", str(case_dir), "--force"]
+        return cmd + (["--no-analyzers"] if tool == "lawtap" else [])
+    if tool == "tshark-export":
+        out = WORK / "tshark-objects"
+        shutil.rmtree(out, ignore_errors=True)
+        out.mkdir(parents=True)
+        return [shutil.which("tshark") or "tshark", "-n", "-q", "-r", str(pcap), "-o", "tcp.reassemble_out_of_order:TRUE",
+                "--export-objects", f"http,{out}", "--export-objects", f"imf,{out}"]
+    if tool == "tcpflow":
+        out = WORK / "tcpflow-out"
+        shutil.rmtree(out, ignore_errors=True)
+        out.mkdir(parents=True)
+        return [shutil.which("tcpflow") or "tcpflow", "-r", str(pcap), "-o", str(out)]
     raise ValueError(tool)
 
 
@@ -687,11 +711,13 @@ def summarize(tool: str, task: str, cmd: list[str], runs: list[Run], packets: in
 
 def ratios(tools: dict, key: str = "pps") -> dict:
     """lawtap's rate over each peer's (key "pps_per_cpu_s": per CPU-second, robust to a busy machine)."""
-    law = tools.get("lawtap")
     out = {}
     for name, t in tools.items():
-        if name == "lawtap":
+        if name.startswith("lawtap"):
             continue
+        # Reconstruction peers are compared with lawtap running every analyzer; flow peers with
+        # lawtap's flows + DPI mode.
+        law = tools.get("lawtap-full" if name in RECONSTRUCT_TOOLS else "lawtap")
         if law and law.get("status") == "ok" and law.get(key) and t.get("status") == "ok" and t.get(key):
             out[name] = round(law[key] / t[key], 3)
         else:
@@ -702,9 +728,9 @@ def ratios(tools: dict, key: str = "pps") -> dict:
 def ratio_text(name: str, tools: dict, rat: dict | None) -> str:
     if rat is None:  # start-up mode: no packets, no speed ratio
         return "-"
-    if name == "lawtap":
+    if name.startswith("lawtap"):
         return "1.00x" if tools[name].get("status") == "ok" else "-"
-    law = tools.get("lawtap")
+    law = tools.get("lawtap-full" if name in RECONSTRUCT_TOOLS else "lawtap")
     if law is None:
         return "n/a (lawtap not run)"
     if law.get("status") != "ok":
@@ -734,7 +760,7 @@ def table_rows(res: dict) -> list[list[str]]:
         else:
             why = t.get("error") or t.get("status")
             state = f"failed (exit {t['exit']})" if t.get("exit") is not None else t.get("status", "failed")
-            last = "-" if name == "lawtap" or rat is None else f"({why})"[:60]
+            last = "-" if name.startswith("lawtap") or rat is None else f"({why})"[:60]
             rows.append([name, t["task"], state, "-", "-", "-", "-", "-", last])
     return rows
 
@@ -825,7 +851,8 @@ def run_suite(
             if t in skip:
                 continue
             case_dir = WORK / f"case-{label}"
-            if t == "lawtap" and case_dir.exists():
+            case_dir = WORK / f"case-{label}-{t}"
+            if t.startswith("lawtap") and case_dir.exists():
                 shutil.rmtree(case_dir)
             cmd = tool_cmd(t, pcap, case_dir, meters)
             cmds[t] = cmd
@@ -852,8 +879,8 @@ def run_suite(
             result[t] = {"task": task, "status": "unavailable", "error": peers[t].problem, "exit": None}
             continue
         result[t] = summarize(t, task, cmds.get(t, []), runs[t], packets, peers[t].version)
-        if t == "lawtap" and result[t]["status"] == "ok":
-            case_dir = WORK / f"case-{label}"
+        if t.startswith("lawtap") and result[t]["status"] == "ok":
+            case_dir = WORK / f"case-{label}-{t}"
             if case_dir.exists():
                 files, size = dir_size(case_dir)
                 result[t]["result"] = {"case_dir": rel(case_dir), "files": files, "bytes": size}

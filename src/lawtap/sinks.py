@@ -44,6 +44,15 @@ from lawtap.records import SCHEMAS
 CASE_META = "case.json"
 PARQUET_COMPRESSION = "zstd"
 PARQUET_COMPRESSION_LEVEL = 1  # same size as the default level on our data, noticeably faster
+# Per-type Parquet options. The packets index is the largest table (one row per packet): its
+# frame numbers, timestamps and offsets only grow, which delta encoding stores in a few bits
+# without the (futile) dictionary attempt — half the write time and a third smaller.
+WRITER_OPTIONS: dict[str, dict[str, Any]] = {
+    "packets": {
+        "use_dictionary": False,
+        "column_encoding": {"frame": "DELTA_BINARY_PACKED", "ts_ns": "DELTA_BINARY_PACKED", "file_offset": "DELTA_BINARY_PACKED"},
+    },
+}
 PARTIAL_SUFFIX = ".partial"
 # Rows buffered per type before a row group is written: big enough for efficient Parquet and
 # vectorised JSON formatting, small enough that memory stays bounded (~tens of MB per type).
@@ -825,7 +834,8 @@ class CaseWriter:
         writer = self._writers.get(type_name)
         if writer is None:
             partial = self.case_dir / f"{type_name}.parquet{PARTIAL_SUFFIX}"
-            writer = pq.ParquetWriter(partial, SCHEMAS[type_name], compression=PARQUET_COMPRESSION, compression_level=PARQUET_COMPRESSION_LEVEL)
+            writer = pq.ParquetWriter(partial, SCHEMAS[type_name], compression=PARQUET_COMPRESSION,
+                                      compression_level=PARQUET_COMPRESSION_LEVEL, **WRITER_OPTIONS.get(type_name, {}))
             self._writers[type_name] = writer
         writer.write_table(group, row_group_size=max(1, group.num_rows))
         if lines is not None:
