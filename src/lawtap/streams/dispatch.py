@@ -10,9 +10,9 @@ interest, and walks those in Python:
    packets are replayed and later ones streamed (TCP through the reassembler);
 3. a flow whose service has no analyzer, or that stays unknown after a few payloads, is marked
    ignored, and its packets never reach Python again;
-4. when an analyzer says it is ``done``, the rest of a TCP stream is sniffed once more: that is
-   how STARTTLS works (SMTP, POP3, IMAP, FTP, XMPP hand over to the TLS analyzer); a second
-   ``done`` (e.g. TLS after its handshake) ignores the flow for good.
+4. when the analyzer of a STARTTLS-capable protocol (SMTP, POP3, IMAP, XMPP, …) says it is
+   ``done``, the rest of the TCP stream is sniffed once more and handed to the TLS analyzer if
+   it is TLS; any other ``done`` (e.g. TLS after its handshake) ignores the flow for good.
 
 Analyzer events are drained into per-type record rows and :class:`FileObject` s, tagged with
 the flow id; the pipeline turns flow ids into uids.
@@ -33,6 +33,9 @@ from lawtap.streams.reassembly import Data, Gap, TcpStream
 
 UNDECIDED, ANALYZING, IGNORED = 0, 1, 2
 MAX_PENDING_PAYLOADS = 8  # payload packets kept while DPI decides
+# Protocols that can hand their connection over to TLS (STARTTLS and friends): when their
+# analyzer quits, the rest of the stream is offered to the TLS analyzer.
+STARTTLS_SERVICES = frozenset({"smtp", "pop3", "imap", "xmpp", "ftp", "irc", "ldap", "nntp", "postgresql", "mysql"})
 PENDING_BYTES = 2048  # bytes of each kept payload offered to DPI
 
 Classifier = Callable[[str, int, int, list[bytes], list[bytes]], str]
@@ -99,6 +102,8 @@ class StreamDispatcher:
             row = cols[k]
             fid = int(PF[i])
             flow = self.flows.get(fid)
+            if flow is None and self.state[fid] == IGNORED:
+                continue  # ignored earlier in this same batch
             is_orig = bool(PD[i])
             off, ln = int(row[dk.C_PAY_OFF]), int(row[dk.C_PAY_LEN])
             payload = data[off : off + ln]
@@ -217,7 +222,7 @@ class StreamDispatcher:
         if getattr(an, "done", False):
             an.finish(t)
             self._drain(fid, flow)
-            if flow.stream is not None and not flow.resniffed:
+            if flow.stream is not None and not flow.resniffed and an.service in STARTTLS_SERVICES:
                 flow.analyzer = None
                 flow.resniffed = True
                 flow.resniff = []
@@ -240,9 +245,7 @@ class StreamDispatcher:
                 service = self.classify(flow.conn.proto, flow.conn.orig_p, flow.conn.resp_p, orig, resp) or ""
             except Exception:
                 service = ""
-        if service and fid not in self.services:
-            self.services[fid] = service
-        cls = self.registry.get(service)
+        cls = self.registry.get(service) if service == "tls" else None
         if cls is None:
             if service or len(buf) >= MAX_PENDING_PAYLOADS:
                 self._ignore(fid)
