@@ -74,6 +74,7 @@ class Analyzer:
         self._n_files = 0
         self.dispatcher = None
         self.calls = None
+        self.identities = None
         if analyzers:
             from functools import partial
 
@@ -92,6 +93,14 @@ class Analyzer:
                     if name in reg:
                         reg[name] = partial(reg[name], tracker=self.calls)
                 media_hint = self._media_hint
+            if "dhcp" in reg:
+                # DHCP transactions span flows (DISCOVER broadcast, unicast ACK): one tracker.
+                from lawtap.analyzers.dhcp import DhcpTracker
+
+                reg["dhcp"] = partial(reg["dhcp"], tracker=DhcpTracker())
+            from lawtap.identity import IdentityResolver
+
+            self.identities = IdentityResolver()
             self.dispatcher = StreamDispatcher(reg, classify, self.engine.uid, media_hint)
             self.engine.share_services(self.dispatcher.services)
             self.artifacts = ArtifactStore(artifact_root)
@@ -162,6 +171,9 @@ class Analyzer:
             if self.calls is not None:
                 self.calls.finish(self._last_ts / 1e9)
             yield from self._analyzer_records()
+            if self.identities is not None:
+                for rb in self.identities.table().to_batches():
+                    yield "identity", rb
         self.stats.peak_flows = self.engine.peak_flows
 
     # ---- helpers ----
@@ -218,6 +230,8 @@ class Analyzer:
             ts_field = schema.field("ts")
             table = pa.Table.from_pylist(rows, schema=schema.set(schema.get_field_index("ts"), pa.field("ts", pa.int64())))
             table = table.set_column(schema.get_field_index("ts"), ts_field, table.column("ts").cast(ts_field.type))
+            if type_name == "identity_event" and self.identities is not None:
+                self.identities.add_table(table)
             for rb in table.to_batches():
                 yield type_name, rb
         if files:

@@ -15,7 +15,7 @@ import pyarrow as pa
 
 MODULES = [
     "http", "dns", "tls", "quic", "smtp", "pop3", "imap", "sip", "rtp", "calls",
-    "irc", "xmpp", "ftp", "tftp", "ssh",
+    "irc", "xmpp", "ftp", "tftp", "ssh", "radius", "dhcp", "gtpc",
 ]
 
 

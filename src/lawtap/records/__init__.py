@@ -121,9 +121,11 @@ SCHEMAS["files"] = FILES
 def _register_analyzer_schemas() -> None:
     """Record types of the application analyzers join the registry (one view each in queries)."""
     from lawtap.analyzers import record_schemas
+    from lawtap.identity import IDENTITY_SCHEMA
 
     for name, schema in record_schemas().items():
         SCHEMAS.setdefault(name, schema)
+    SCHEMAS["identity"] = IDENTITY_SCHEMA  # who held which address when (lawtap.identity)
 
 
 _register_analyzer_schemas()
