@@ -25,7 +25,24 @@ def _fail(message: str) -> None:
 
 
 class _Group(click.Group):
-    """Runs a command and reports expected failures as one line."""
+    """Runs a command and reports expected failures as one line.
+
+    Command groups that live in their own module (``lawtap.commands.*``: warrants, audit…) are
+    imported only when used, so ``lawtap analyze`` does not pay for SQLAlchemy and friends.
+    """
+
+    LAZY = {"warrant": "lawtap.commands.warrant:group", "audit": "lawtap.commands.audit:group"}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *self.LAZY])
+
+    def get_command(self, ctx: click.Context, name: str):  # noqa: ANN201 - click's signature
+        if name in self.LAZY and name not in self.commands:
+            import importlib
+
+            module, attr = self.LAZY[name].split(":")
+            self.add_command(getattr(importlib.import_module(module), attr), name)
+        return super().get_command(ctx, name)
 
     def invoke(self, ctx: click.Context):  # noqa: ANN201 - click's signature
         try:

@@ -1,0 +1,1 @@
+"""Click command groups that the lead registers on ``lawtap.cli.main``."""

@@ -1,0 +1,1 @@
+"""Lawful interception: warrants, identities, collector, ETSI mediation, LEMF and the audit trail."""
