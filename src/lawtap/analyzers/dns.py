@@ -17,6 +17,8 @@ protection, EDNS0 options incl. client subnet, SVCB/HTTPS parameters, CAA, DNSSE
 
 from __future__ import annotations
 
+import re
+
 import ipaddress
 import struct
 from collections import deque
@@ -158,7 +160,13 @@ MAX_POINTERS = 64
 MAX_NAME = 255
 
 
+_PLAIN_LABEL = re.compile(rb"[!-\-/-\[\]-~]*")  # printable ASCII except "." and "\\"
+
+
 def _label_text(lab: bytes) -> str:
+    """A label as Zeek renders it: printable ASCII as is, '.' and '\\' escaped, other bytes as \\DDD."""
+    if _PLAIN_LABEL.fullmatch(lab):
+        return lab.decode("ascii")  # the common case, in C
     out = []
     for b in lab:
         if b == 0x2E or b == 0x5C:

@@ -87,8 +87,10 @@ def _mix64_int(x: int) -> int:
 
 def make_uid(salt: bytes, fid: int, prefix: str = "C") -> str:
     """One uid, same as :func:`make_uids` but in plain ints (numpy costs more for one value)."""
-    k1 = int.from_bytes(salt[:8], "little")
-    k2 = int.from_bytes(salt[8:16], "little")
+    return _uid_from_keys(int.from_bytes(salt[:8], "little"), int.from_bytes(salt[8:16], "little"), fid, prefix)
+
+
+def _uid_from_keys(k1: int, k2: int, fid: int, prefix: str = "C") -> str:
     f = fid & _MASK
     h1 = _mix64_int(f ^ k1)
     h2 = _mix64_int(h1 ^ k2 ^ ((f * 0x9E3779B97F4A7C15) & _MASK))
@@ -210,6 +212,8 @@ class FlowEngine:
 
     def __init__(self, salt: bytes, classify: Classifier | None = None, capacity: int = 1 << 16) -> None:
         self.salt = salt
+        self._k1 = int.from_bytes(salt[:8], "little")
+        self._k2 = int.from_bytes(salt[8:16], "little")
         self.classify = classify
         self.K = np.zeros((capacity, 5), dtype=np.uint64)
         self.F = np.zeros((capacity, ft.NF), dtype=np.int64)
@@ -270,7 +274,7 @@ class FlowEngine:
         self._drain_ended()
 
     def uid(self, fid: int) -> str:
-        return make_uid(self.salt, fid)
+        return _uid_from_keys(self._k1, self._k2, fid)
 
     # ---- internals ----
     def _grow(self) -> None:
