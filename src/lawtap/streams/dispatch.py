@@ -97,25 +97,33 @@ class StreamDispatcher:
             return
         idx = idx[self.state[PF[idx]] != IGNORED]
         self.analyzed_packets += len(idx)
-        cols = D[idx]
-        for k, i in enumerate(idx.tolist()):
-            row = cols[k]
-            fid = int(PF[i])
-            flow = self.flows.get(fid)
-            if flow is None and self.state[fid] == IGNORED:
-                continue  # ignored earlier in this same batch
-            is_orig = bool(PD[i])
-            off, ln = int(row[dk.C_PAY_OFF]), int(row[dk.C_PAY_LEN])
-            payload = data[off : off + ln]
-            t = float(ts[i]) / 1e9
+        # Columns as Python lists: indexing numpy scalars one by one costs more than the work.
+        fids = PF[idx].tolist()
+        origs = PD[idx].tolist()
+        offs = D[idx, dk.C_PAY_OFF].tolist()
+        lens = D[idx, dk.C_PAY_LEN].tolist()
+        seqs = D[idx, dk.C_SEQ].tolist()
+        acks = D[idx, dk.C_ACK].tolist()
+        flags = D[idx, dk.C_FLAGS].tolist()
+        times = (ts[idx] / 1e9).tolist()
+        mv = memoryview(data)
+        flows = self.flows
+        state = self.state
+        for k, fid in enumerate(fids):
+            flow = flows.get(fid)
             if flow is None:
-                flow = self._new_flow(fid, A[i], row, is_orig)
+                if state[fid] == IGNORED:
+                    continue  # ignored earlier in this same batch
+                i = int(idx[k])
+                flow = self._new_flow(fid, A[i], D[i], bool(origs[k]))
                 if self.channels:
-                    self._claim_channel(fid, flow, t)
+                    self._claim_channel(fid, flow, times[k])
+            off = offs[k]
+            payload = mv[off : off + lens[k]]
             if flow.analyzer is None and flow.resniff is None:
-                self._pending(fid, flow, is_orig, row, payload, t)
+                self._pending(fid, flow, bool(origs[k]), seqs[k], acks[k], flags[k], payload, times[k])
             else:
-                self._feed(fid, flow, is_orig, int(row[dk.C_SEQ]), int(row[dk.C_ACK]), int(row[dk.C_FLAGS]), payload, t)
+                self._feed(fid, flow, bool(origs[k]), seqs[k], acks[k], flags[k], payload, times[k])
 
     def end(self, fids: list[int], ts: float) -> None:
         """Flows ended in the flow table: flush their streams and analyzers."""
@@ -169,9 +177,9 @@ class StreamDispatcher:
             flow.stream = TcpStream()
         return True
 
-    def _pending(self, fid: int, flow: _Flow, is_orig: bool, row: np.ndarray, payload: np.ndarray, t: float) -> None:
+    def _pending(self, fid: int, flow: _Flow, is_orig: bool, seq: int, ack: int, flags: int, payload: memoryview, t: float) -> None:
         # The batch buffer is reused: what waits for DPI must be copied.
-        flow.pending.append((is_orig, int(row[dk.C_SEQ]), int(row[dk.C_ACK]), int(row[dk.C_FLAGS]), payload.tobytes(), t))
+        flow.pending.append((is_orig, seq, ack, flags, bytes(payload), t))
         if len(payload):
             flow.payloads += 1
             self._decide(fid, flow, final=False)
