@@ -1,0 +1,128 @@
+"""The collector intercepts exactly the targets' packets inside active warrants' windows."""
+
+from __future__ import annotations
+
+import struct
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import corpus_root
+from lawtap import craft
+from lawtap.decode import kernel as dk
+from lawtap.intercept.collector import intercept_capture
+from lawtap.intercept.warrants import WarrantStore
+from lawtap.sources import open_capture
+
+WARRANT = """
+liid: {liid}
+authority: Test Court
+legal_reference: "test 1/26"
+agency: {{name: Test LEA, hi2: "127.0.0.1:6001", hi3: "127.0.0.1:6002"}}
+scope: {scope}
+valid_from: {start}
+valid_until: {end}
+targets:
+{targets}
+"""
+
+
+def iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@pytest.fixture
+def store(tmp_path: Path, monkeypatch) -> WarrantStore:
+    monkeypatch.setenv("LAWTAP_HOME", str(tmp_path / "home"))
+    return WarrantStore(f"sqlite:///{tmp_path / 'w.db'}", clock=lambda: datetime(2000, 1, 1, tzinfo=timezone.utc))
+
+
+def warrant(store: WarrantStore, liid: str, targets: str, start: float, end: float, scope: str = "iri+cc",
+            approve: bool = True) -> None:
+    store.create_from_yaml(WARRANT.format(liid=liid, scope=scope, start=iso(start), end=iso(end), targets=targets), "alice")
+    if approve:
+        store.approve(liid, "bob")
+
+
+def packets_of(path: Path, ip: str, start: float, end: float) -> list[bytes]:
+    """Reference: the IP packets of a capture to or from ``ip`` inside [start, end)."""
+    import ipaddress
+
+    want = int(ipaddress.ip_address(ip))
+    out = []
+    for b in open_capture(path).batches():
+        A, D = dk.new_columns(len(b))
+        dk.decode_batch(b.data, b.offset, b.caplen, b.linktype, A, D)
+        for i in range(len(b)):
+            if D[i, dk.C_STATUS] != dk.ST_FLOW or not (start <= b.ts[i] / 1e9 < end):
+                continue
+            if want in (int(A[i, 1]) & 0xFFFFFFFF, int(A[i, 3]) & 0xFFFFFFFF) and A[i, 0] == 0:
+                off = int(D[i, dk.C_L3_OFF])
+                out.append(b.data[off : off + min(int(D[i, dk.C_IP_LEN]), int(D[i, dk.C_L3_LEN]))].tobytes())
+    return out
+
+
+def capture_span(path: Path) -> tuple[float, float]:
+    ts = np.concatenate([b.ts for b in open_capture(path).batches()]) / 1e9
+    return float(ts.min()), float(ts.max())
+
+
+@pytest.mark.skipif(corpus_root() is None, reason="shared corpus not present")
+def test_only_the_target_inside_the_window(store: WarrantStore) -> None:
+    cap = corpus_root() / "http" / "markofu__http" / "http.cap"
+    t0, t1 = capture_span(cap)
+    mid = (t0 + t1) / 2
+    target = "145.254.160.237"
+    warrant(store, "LIID-A", f"  - {{kind: ipv4, value: {target}}}", t0 - 1, mid)
+    events = []
+    stats = intercept_capture([str(cap)], store.target_set(datetime.fromtimestamp(t0, timezone.utc), timedelta(days=1)), events.append)
+    cc = [e.packet for e in events if e.kind == "cc"]
+    assert cc == packets_of(cap, target, t0 - 1, mid)
+    assert 0 < len(cc) < len(packets_of(cap, target, t0 - 1, t1 + 1))  # the window cut a flow
+    assert any(e.kind == "iri-begin" for e in events) and any(e.kind == "iri-end" for e in events)
+    assert stats.dropped > 0 and stats.per_liid == {"LIID-A": len(cc)}
+
+
+def test_unapproved_revoked_and_iri_only(store: WarrantStore, tmp_path: Path) -> None:
+    s = craft.TcpSession("10.1.1.1", "10.2.2.2", 1111, 80, start=1_700_000_000.0)
+    s.handshake().client_send(b"GET /secret HTTP/1.0\r\n\r\n").close()
+    cap = tmp_path / "t.pcap"
+    craft.write_pcap(cap, s.frames)
+    at = datetime.fromtimestamp(1_700_000_000.0, timezone.utc)
+    warrant(store, "DRAFT", "  - {kind: ipv4, value: 10.1.1.1}", 1_699_999_000, 1_700_001_000, approve=False)
+    warrant(store, "GONE", "  - {kind: ipv4, value: 10.1.1.1}", 1_699_999_000, 1_700_001_000)
+    store.revoke("GONE", "carol", "quashed")
+    events = []
+    intercept_capture([str(cap)], store.target_set(at, timedelta(days=1)), events.append)
+    assert events == []
+    warrant(store, "IRIONLY", "  - {kind: ipv4, value: 10.2.2.2}", 1_699_999_000, 1_700_001_000, scope="iri")
+    intercept_capture([str(cap)], store.target_set(at, timedelta(days=1)), events.append)
+    assert {e.kind for e in events} == {"iri-begin", "iri-end"}
+
+
+def radius_start(user: str, ip: str, ident: int = 1) -> bytes:
+    import ipaddress
+
+    attrs = bytes([1, 2 + len(user)]) + user.encode() + bytes([8, 6]) + ipaddress.IPv4Address(ip).packed
+    attrs += bytes([40, 6]) + struct.pack("!I", 1) + bytes([44, 6]) + b"S001"
+    return struct.pack("!BBH", 4, ident, 20 + len(attrs)) + b"\x00" * 16 + attrs
+
+
+def test_username_target_follows_its_address(store: WarrantStore, tmp_path: Path) -> None:
+    t = 1_700_100_000.0
+    acct = craft.UdpExchange("10.0.0.1", "10.0.0.2", 40000, 1813, start=t)
+    acct.send(radius_start("suspect", "100.64.0.9"))
+    target = craft.TcpSession("100.64.0.9", "198.51.100.1", 5555, 80, start=t + 1)
+    target.handshake().client_send(b"GET /target HTTP/1.0\r\n\r\n").close()
+    other = craft.TcpSession("100.64.0.10", "198.51.100.1", 5556, 80, start=t + 1)
+    other.handshake().client_send(b"GET /NOT-A-TARGET HTTP/1.0\r\n\r\n").close()
+    cap = tmp_path / "id.pcap"
+    craft.write_pcap(cap, craft.merge_frames(acct.frames, target.frames, other.frames))
+    warrant(store, "USER", "  - {kind: username, value: suspect}", t - 10, t + 100)
+    events = []
+    intercept_capture([str(cap)], store.target_set(datetime.fromtimestamp(t, timezone.utc), timedelta(days=1)), events.append)
+    cc = b"".join(e.packet for e in events if e.kind == "cc")
+    assert b"GET /target" in cc and b"NOT-A-TARGET" not in cc
+    assert len([e for e in events if e.kind == "cc"]) == len(target.frames)
