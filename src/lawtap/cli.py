@@ -31,7 +31,12 @@ class _Group(click.Group):
     imported only when used, so ``lawtap analyze`` does not pay for SQLAlchemy and friends.
     """
 
-    LAZY = {"warrant": "lawtap.commands.warrant:group", "audit": "lawtap.commands.audit:group"}
+    LAZY = {
+        "warrant": "lawtap.commands.warrant:group",
+        "audit": "lawtap.commands.audit:group",
+        "lemf": "lawtap.commands.lemf:command",
+        "intercept": "lawtap.commands.intercept:command",
+    }
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted([*super().list_commands(ctx), *self.LAZY])
