@@ -36,6 +36,7 @@ class _Group(click.Group):
         "audit": "lawtap.commands.audit:group",
         "lemf": "lawtap.commands.lemf:command",
         "intercept": "lawtap.commands.intercept:command",
+        "x1": "lawtap.commands.x1:command",
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:
