@@ -101,9 +101,12 @@ def test_warrant_to_lemf_case(tmp_path: Path) -> None:
                 assert b"BYSTANDER" not in data, f
     assert b"BYSTANDER" not in (tmp_path / "lawtap.db").read_bytes()
 
+    # Looking at intercepted content is audited too.
+    assert run("query", str(case), "SELECT uri FROM http").returncode == 0
     # The audit trail holds the run and verifies.
     report = run("audit", "verify")
     assert report.returncode == 0, report.stdout + report.stderr
     log = run("audit", "log")
     assert "intercept_start" in log.stdout and "delivery" in log.stdout, log.stdout
+    assert "view" in log.stdout, log.stdout
     _ = json

@@ -110,6 +110,22 @@ def analyze(inputs, case_dir, json_logs, interface, bpf, count, duration, no_dpi
     )
 
 
+def _audit_content_access(case_dir: Path, action: str, **details) -> None:
+    """Viewing or exporting intercepted content (a case made by ``lawtap lemf``) is audited.
+
+    Ordinary forensic cases are not: the audit trail records what is done under warrants.
+    """
+    lemf = Path(case_dir) / "lemf"
+    if not lemf.is_dir():
+        return
+    import getpass
+
+    from lawtap.intercept.audit import AuditLog
+
+    liids = sorted(p.stem for p in (lemf / "cc").glob("*.pcap")) if (lemf / "cc").is_dir() else []
+    AuditLog().append(getpass.getuser(), action, ",".join(liids) or None, case=str(Path(case_dir).resolve()), **details)
+
+
 @main.command()
 @click.argument("case_dir", type=click.Path(path_type=Path))
 @click.argument("sql")
@@ -118,6 +134,7 @@ def query(case_dir, sql, fmt) -> None:
     """Run SQL (DuckDB) over a case: one view per record type (conn, dns, weird, ...)."""
     from lawtap.case import run_query
 
+    _audit_content_access(case_dir, "view", sql=sql)
     run_query(case_dir, sql, fmt)
 
 
@@ -129,6 +146,7 @@ def summary(case_dir) -> None:
 
     from lawtap.summary import summarize
 
+    _audit_content_access(case_dir, "view", command="summary")
     summarize(case_dir, Console())
 
 
@@ -143,6 +161,7 @@ def export(case_dir, uids, where, out) -> None:
 
     if not uids and not where:
         raise LawtapError("select connections with --uid or --where")
+    _audit_content_access(case_dir, "export", uids=list(uids), where=where, output=str(out))
     n = export_flows(case_dir, list(uids) or None, where, out)
     click.echo(f"{n} packets -> {out}", err=True)
 
