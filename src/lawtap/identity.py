@@ -56,16 +56,11 @@ from typing import Any
 
 import pyarrow as pa
 
+from lawtap.analyzers.base import COMMON_FIELDS
+
 TS = pa.timestamp("us", tz="UTC")
 
-_COMMON = [
-    pa.field("ts", TS),
-    pa.field("uid", pa.string()),
-    pa.field("id.orig_h", pa.string()),
-    pa.field("id.orig_p", pa.uint16()),
-    pa.field("id.resp_h", pa.string()),
-    pa.field("id.resp_p", pa.uint16()),
-]
+_COMMON = COMMON_FIELDS  # lawtap.analyzers.base
 
 TEID_TYPE = pa.list_(pa.struct([pa.field("ip", pa.string()), pa.field("teid", pa.uint32())]))
 

@@ -20,6 +20,25 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import pyarrow as pa
+
+TS = pa.timestamp("us", tz="UTC")
+
+#: The fields every analyzer record starts with; the pipeline fills them in.
+COMMON_FIELDS = [
+    pa.field("ts", TS),
+    pa.field("uid", pa.string()),
+    pa.field("id.orig_h", pa.string()),
+    pa.field("id.orig_p", pa.uint16()),
+    pa.field("id.resp_h", pa.string()),
+    pa.field("id.resp_p", pa.uint16()),
+]
+
+
+def record_schema(fields: list[pa.Field]) -> pa.Schema:
+    """An analyzer record's schema: the common fields, then the analyzer's own."""
+    return pa.schema(COMMON_FIELDS + list(fields))
+
 
 @dataclass(frozen=True)
 class ConnInfo:

@@ -48,7 +48,7 @@ import numpy as np
 import pyarrow as pa
 
 from lawtap.analyzers import g711
-from lawtap.analyzers.base import ConnInfo, FileObject
+from lawtap.analyzers.base import COMMON_FIELDS, ConnInfo, FileObject
 from lawtap.analyzers.rtp import safe_name, stream_pcm
 from lawtap.analyzers.sdp import codec_name, parse_sdp
 from lawtap.analyzers.sip import SipMessage, addr_uri, header_tag, sdp_body, strip_tag
@@ -57,12 +57,7 @@ TS = pa.timestamp("us", tz="UTC")
 
 CALL_SCHEMA = pa.schema(
     [
-        pa.field("ts", TS),
-        pa.field("uid", pa.string()),
-        pa.field("id.orig_h", pa.string()),
-        pa.field("id.orig_p", pa.uint16()),
-        pa.field("id.resp_h", pa.string()),
-        pa.field("id.resp_p", pa.uint16()),
+        *COMMON_FIELDS,
         pa.field("call_id", pa.string()),
         pa.field("from", pa.string()),
         pa.field("to", pa.string()),

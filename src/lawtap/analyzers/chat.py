@@ -19,19 +19,13 @@ from typing import Any
 
 import pyarrow as pa
 
+from lawtap.analyzers.base import COMMON_FIELDS
+
 __all__ = ["TS", "COMMON_FIELDS", "CHAT_SCHEMA", "RECORD_SCHEMAS", "chat_record", "schema_with"]
 
 TS = pa.timestamp("us", tz="UTC")
 
 # Filled by the pipeline for every record type.
-COMMON_FIELDS = [
-    pa.field("ts", TS),
-    pa.field("uid", pa.string()),
-    pa.field("id.orig_h", pa.string()),
-    pa.field("id.orig_p", pa.uint16()),
-    pa.field("id.resp_h", pa.string()),
-    pa.field("id.resp_p", pa.uint16()),
-]
 
 
 def schema_with(fields: list[pa.Field]) -> pa.Schema:

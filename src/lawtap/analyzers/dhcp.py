@@ -41,19 +41,12 @@ from typing import Any
 
 import pyarrow as pa
 
-from lawtap.analyzers.base import ConnInfo, StreamAnalyzer
+from lawtap.analyzers.base import COMMON_FIELDS, ConnInfo, StreamAnalyzer
 from lawtap.identity import IDENTITY_EVENT_SCHEMA, mac_from_bytes
 
 TS = pa.timestamp("us", tz="UTC")
 
-_COMMON = [
-    pa.field("ts", TS),
-    pa.field("uid", pa.string()),
-    pa.field("id.orig_h", pa.string()),
-    pa.field("id.orig_p", pa.uint16()),
-    pa.field("id.resp_h", pa.string()),
-    pa.field("id.resp_p", pa.uint16()),
-]
+_COMMON = COMMON_FIELDS  # lawtap.analyzers.base
 
 DHCP_SCHEMA = pa.schema(
     _COMMON

@@ -36,7 +36,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from lawtap.analyzers.base import ConnInfo, StreamAnalyzer
+from lawtap.analyzers.base import COMMON_FIELDS, ConnInfo, StreamAnalyzer
 from lawtap.identity import IDENTITY_EVENT_SCHEMA
 
 TS = pa.timestamp("us", tz="UTC")
@@ -52,12 +52,7 @@ FTEID_TYPE = pa.struct(
 
 GTP_SCHEMA = pa.schema(
     [
-        pa.field("ts", TS),
-        pa.field("uid", pa.string()),
-        pa.field("id.orig_h", pa.string()),
-        pa.field("id.orig_p", pa.uint16()),
-        pa.field("id.resp_h", pa.string()),
-        pa.field("id.resp_p", pa.uint16()),
+        *COMMON_FIELDS,
         pa.field("version", pa.uint8()),
         pa.field("msg_type", pa.uint8()),
         pa.field("msg_type_name", pa.string()),

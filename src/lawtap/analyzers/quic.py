@@ -22,18 +22,13 @@ from typing import Any
 
 import pyarrow as pa
 
+from lawtap.analyzers.base import COMMON_FIELDS
+
 from .base import ConnInfo, StreamAnalyzer
 from .tls import HRR_RANDOM, TLS_SCHEMA, Handshake
 from .x509 import X509_SCHEMA
 
-_COMMON = [
-    pa.field("ts", pa.timestamp("us", tz="UTC")),
-    pa.field("uid", pa.string()),
-    pa.field("id.orig_h", pa.string()),
-    pa.field("id.orig_p", pa.uint16()),
-    pa.field("id.resp_h", pa.string()),
-    pa.field("id.resp_p", pa.uint16()),
-]
+_COMMON = COMMON_FIELDS  # lawtap.analyzers.base
 
 QUIC_SCHEMA = pa.schema(
     _COMMON

@@ -35,7 +35,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from lawtap.analyzers.base import ConnInfo, StreamAnalyzer
+from lawtap.analyzers.base import COMMON_FIELDS, ConnInfo, StreamAnalyzer
 from lawtap.analyzers.gtpc import decode_uli_v1, decode_uli_v2
 from lawtap.identity import IDENTITY_EVENT_SCHEMA, normalize_mac
 
@@ -43,12 +43,7 @@ TS = pa.timestamp("us", tz="UTC")
 
 RADIUS_SCHEMA = pa.schema(
     [
-        pa.field("ts", TS),
-        pa.field("uid", pa.string()),
-        pa.field("id.orig_h", pa.string()),
-        pa.field("id.orig_p", pa.uint16()),
-        pa.field("id.resp_h", pa.string()),
-        pa.field("id.resp_p", pa.uint16()),
+        *COMMON_FIELDS,
         # Zeek's radius.log
         pa.field("username", pa.string()),
         pa.field("mac", pa.string()),

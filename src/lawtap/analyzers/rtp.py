@@ -45,7 +45,7 @@ import numpy as np
 import pyarrow as pa
 
 from lawtap.analyzers import g711
-from lawtap.analyzers.base import ConnInfo, FileObject, StreamAnalyzer
+from lawtap.analyzers.base import COMMON_FIELDS, ConnInfo, FileObject, StreamAnalyzer
 from lawtap.analyzers.sdp import clock_rate as _clock_rate
 from lawtap.analyzers.sdp import codec_name as _codec_name
 
@@ -53,12 +53,7 @@ TS = pa.timestamp("us", tz="UTC")
 
 RTP_SCHEMA = pa.schema(
     [
-        pa.field("ts", TS),
-        pa.field("uid", pa.string()),
-        pa.field("id.orig_h", pa.string()),
-        pa.field("id.orig_p", pa.uint16()),
-        pa.field("id.resp_h", pa.string()),
-        pa.field("id.resp_p", pa.uint16()),
+        *COMMON_FIELDS,
         pa.field("is_orig", pa.bool_()),  # direction of the stream within the flow
         pa.field("ssrc", pa.uint32()),
         pa.field("payload_type", pa.uint8()),  # the stream's main payload type

@@ -27,20 +27,15 @@ from typing import Any
 
 import pyarrow as pa
 
+from lawtap.analyzers.base import COMMON_FIELDS
+
 from .base import ConnInfo, FileObject, StreamAnalyzer
 from .x509 import MIME_CA, MIME_USER, X509_SCHEMA, hostname_matches, parse_certificate
 
 # --------------------------------------------------------------------------------------------
 # Schema
 
-_COMMON = [
-    pa.field("ts", pa.timestamp("us", tz="UTC")),
-    pa.field("uid", pa.string()),
-    pa.field("id.orig_h", pa.string()),
-    pa.field("id.orig_p", pa.uint16()),
-    pa.field("id.resp_h", pa.string()),
-    pa.field("id.resp_p", pa.uint16()),
-]
+_COMMON = COMMON_FIELDS  # lawtap.analyzers.base
 
 TLS_SCHEMA = pa.schema(
     _COMMON

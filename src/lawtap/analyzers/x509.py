@@ -16,14 +16,9 @@ from typing import Any
 
 import pyarrow as pa
 
-_COMMON = [
-    pa.field("ts", pa.timestamp("us", tz="UTC")),
-    pa.field("uid", pa.string()),
-    pa.field("id.orig_h", pa.string()),
-    pa.field("id.orig_p", pa.uint16()),
-    pa.field("id.resp_h", pa.string()),
-    pa.field("id.resp_p", pa.uint16()),
-]
+from lawtap.analyzers.base import COMMON_FIELDS
+
+_COMMON = COMMON_FIELDS  # lawtap.analyzers.base
 
 X509_SCHEMA = pa.schema(
     _COMMON
