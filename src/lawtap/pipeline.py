@@ -47,6 +47,22 @@ class RunStats:
         return d
 
 
+def weird_batch(names: list[str], source: str, *, ts_us=None, uids=None, details=None, frames=None,
+                files=None, offsets=None) -> pa.RecordBatch:
+    """``weird`` records; columns not given are null (timestamps in µs since the epoch)."""
+    n = len(names)
+
+    def col(values, typ):
+        return pa.array(values if values is not None else [None] * n, type=typ)
+
+    return pa.RecordBatch.from_arrays(
+        [col(ts_us, pa.int64()).cast(WEIRD.field("ts").type), col(uids, pa.string()), pa.array(names, pa.string()),
+         col(details, pa.string()), pa.array([source] * n, pa.string()), col(frames, pa.int64()),
+         col(files, pa.string()), col(offsets, pa.int64())],
+        schema=WEIRD,
+    )
+
+
 def run_salt(paths: Iterable[Path]) -> bytes:
     """A salt for uids derived from the inputs, so the same capture always yields the same uids."""
     h = hashlib.sha256()
@@ -243,19 +259,8 @@ class Analyzer:
         if weirds:
             uids = [u if w[0] >= 0 else None for w, u in zip(weirds, make_uids(salt, np.array([w[0] for w in weirds], dtype=np.int64)).to_pylist())]
             self.stats.weirds.update(w[1] for w in weirds)
-            yield "weird", pa.RecordBatch.from_pydict(
-                {
-                    "ts": pa.array([int((w[3] or default_ts) * 1e6) for w in weirds], type=pa.int64()).cast(pa.timestamp("us", tz="UTC")),
-                    "uid": uids,
-                    "name": [w[1] for w in weirds],
-                    "detail": [w[2] for w in weirds],
-                    "source": ["analyzer"] * len(weirds),
-                    "frame": pa.array([None] * len(weirds), type=pa.int64()),
-                    "file": [None] * len(weirds),
-                    "file_offset": pa.array([None] * len(weirds), type=pa.int64()),
-                },
-                schema=WEIRD,
-            )
+            yield "weird", weird_batch([w[1] for w in weirds], "analyzer", uids=uids, details=[w[2] for w in weirds],
+                                       ts_us=[int((w[3] or default_ts) * 1e6) for w in weirds])
 
     def _reassemble(self, batch: PacketBatch, A: np.ndarray, D: np.ndarray, frag_idx: np.ndarray) -> np.ndarray:
         """Slow path: rebuild datagrams and decode them in place of their last fragment."""
@@ -301,18 +306,10 @@ class Analyzer:
         self.stats.weirds.update(names)
         fids = PF[rows].tolist()
         file_ids = batch.file_id[rows].tolist()
-        return pa.RecordBatch.from_pydict(
-            {
-                "ts": pa.array(batch.ts[rows] // 1000, type=pa.int64()).cast(pa.timestamp("us", tz="UTC")),
-                "uid": [self.engine.uid(f) if f >= 0 else None for f in fids],
-                "name": names,
-                "detail": [None] * len(rows),
-                "source": ["decode"] * len(rows),
-                "frame": frames[rows],
-                "file": [self.file_names[f] if 0 <= f < len(self.file_names) else None for f in file_ids],
-                "file_offset": batch.file_offset[rows],
-            },
-            schema=WEIRD,
+        return weird_batch(
+            names, "decode", ts_us=batch.ts[rows] // 1000, frames=frames[rows], offsets=batch.file_offset[rows],
+            uids=[self.engine.uid(f) if f >= 0 else None for f in fids],
+            files=[self.file_names[f] if 0 <= f < len(self.file_names) else None for f in file_ids],
         )
 
     def _reader_weirds(self, batch: PacketBatch) -> pa.RecordBatch:
@@ -320,37 +317,13 @@ class Analyzer:
         self.stats.weirds.update(w.name for w in ws)
         fid = int(batch.file_id[0]) if len(batch) else 0
         fname = self.file_names[fid] if 0 <= fid < len(self.file_names) else None
-        return pa.RecordBatch.from_pydict(
-            {
-                "ts": pa.array([None] * len(ws), type=pa.timestamp("us", tz="UTC")),
-                "uid": [None] * len(ws),
-                "name": [w.name for w in ws],
-                "detail": [w.detail for w in ws],
-                "source": ["reader"] * len(ws),
-                "frame": pa.array([None] * len(ws), type=pa.int64()),
-                "file": [fname] * len(ws),
-                "file_offset": [w.file_offset for w in ws],
-            },
-            schema=WEIRD,
-        )
+        return weird_batch([w.name for w in ws], "reader", details=[w.detail for w in ws], files=[fname] * len(ws),
+                           offsets=[w.file_offset for w in ws])
 
     def _simple_weirds(self, items: list[tuple[str, str]], source: str, ts: int) -> pa.RecordBatch:
         self.stats.weirds.update(name for name, _ in items)
-        k = len(items)
-        return pa.RecordBatch.from_pydict(
-            {
-                "ts": pa.array([ts // 1000] * k, type=pa.int64()).cast(pa.timestamp("us", tz="UTC")),
-                "uid": [None] * k,
-                "name": [n for n, _ in items],
-                "detail": [d for _, d in items],
-                "source": [source] * k,
-                "frame": pa.array([None] * k, type=pa.int64()),
-                "file": [None] * k,
-                "file_offset": pa.array([None] * k, type=pa.int64()),
-            },
-            schema=WEIRD,
-        )
-
+        return weird_batch([n for n, _ in items], source, details=[d for _, d in items],
+                           ts_us=[ts // 1000] * len(items))
 
 def run_analysis(
     sources: list,
