@@ -126,3 +126,17 @@ def test_username_target_follows_its_address(store: WarrantStore, tmp_path: Path
     cc = b"".join(e.packet for e in events if e.kind == "cc")
     assert b"GET /target" in cc and b"NOT-A-TARGET" not in cc
     assert len([e for e in events if e.kind == "cc"]) == len(target.frames)
+
+
+def test_fragmented_target_datagram_is_reassembled(store: WarrantStore, tmp_path: Path) -> None:
+    t = 1_700_300_000.0
+    data = bytes(range(256)) * 10
+    dgram = craft.ip("10.3.3.3", "10.4.4.4", 17, craft.udp(4000, 4001, data, src_ip="10.3.3.3", dst_ip="10.4.4.4"), ident=9)
+    frames = [(t + k * 0.001, craft.ethernet("02:00:00:00:00:01", "02:00:00:00:00:02", 0x0800, f))
+              for k, f in enumerate(craft.ipv4_fragments(dgram, 600))]
+    cap = tmp_path / "frag.pcap"
+    craft.write_pcap(cap, frames)
+    warrant(store, "FRAG", "  - {kind: ipv4, value: 10.3.3.3}", t - 10, t + 100)
+    events = []
+    intercept_capture([str(cap)], store.target_set(datetime.fromtimestamp(t, timezone.utc), timedelta(days=1)), events.append)
+    assert [e.packet for e in events if e.kind == "cc"] == [dgram]

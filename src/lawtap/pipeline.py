@@ -76,6 +76,56 @@ def run_salt(paths: Iterable[Path]) -> bytes:
     return h.digest()
 
 
+def decode(batch: PacketBatch, defrag: Defragmenter, stats: RunStats | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Decode a batch (kernel), reassembling IP fragments on the slow path.
+
+    Returns ``(data, A, D)``: ``data`` is the batch buffer, extended with the reassembled
+    datagrams when there were any (their rows point into the extension).
+    """
+    A, D = dk.new_columns(len(batch))
+    dk.decode_batch(batch.data, batch.offset, batch.caplen, batch.linktype, A, D)
+    frag_idx = np.nonzero(D[:, dk.C_STATUS] == dk.ST_FRAGMENT)[0]
+    if not len(frag_idx):
+        return batch.data, A, D
+    if stats is not None:
+        stats.fragments += len(frag_idx)
+    extra: list[bytes] = []
+    rows: list[int] = []
+    for i in frag_idx.tolist():
+        start = int(D[i, dk.C_L3_OFF])
+        ip = batch.data[start : start + int(D[i, dk.C_L3_LEN])].tobytes()
+        whole = defrag.feed(ip, int(batch.ts[i]))
+        if whole is not None:
+            extra.append(whole)
+            rows.append(i)
+    defrag.expire(int(batch.ts[frag_idx[-1]]))
+    if not extra:
+        return batch.data, A, D
+    if stats is not None:
+        stats.reassembled += len(extra)
+    base = batch.data.shape[0]
+    data = np.concatenate([batch.data, np.frombuffer(b"".join(extra), dtype=np.uint8)])
+    offs = np.cumsum([0] + [len(x) for x in extra[:-1]]).astype(np.int64) + base
+    lens = np.array([len(x) for x in extra], dtype=np.int32)
+    A2, D2 = dk.new_columns(len(extra))
+    dk.decode_batch(data, offs, lens, np.full(len(extra), 101, dtype=np.int32), A2, D2)
+    for k, i in enumerate(rows):
+        # The reassembled datagram replaces its last fragment; VLANs and an outer tunnel seen
+        # on that fragment stay with it.
+        keep_tunnel = D[i, dk.C_TUN_KIND] != dk.TUN_NONE and D2[k, dk.C_TUN_KIND] == dk.TUN_NONE
+        vlan, ivlan = D[i, dk.C_VLAN], D[i, dk.C_INNER_VLAN]
+        if keep_tunnel:
+            tun_cols = D[i, dk.C_TUN_KIND : dk.C_TUN_PAY_LEN + 1].copy()
+            outer = A[i, 4:8].copy()
+        A[i, :] = A2[k, :]
+        D[i, :] = D2[k, :]
+        D[i, dk.C_VLAN], D[i, dk.C_INNER_VLAN] = vlan, ivlan
+        if keep_tunnel:
+            D[i, dk.C_TUN_KIND : dk.C_TUN_PAY_LEN + 1] = tun_cols
+            A[i, 4:8] = outer
+    return data, A, D
+
+
 class Analyzer:
     """Feeds batches through decode and flows, handing record batches to a sink callback."""
 
@@ -129,14 +179,8 @@ class Analyzer:
             yield "weird", self._reader_weirds(batch)
         if n == 0:
             return
-        A, D = dk.new_columns(n)
-        dk.decode_batch(batch.data, batch.offset, batch.caplen, batch.linktype, A, D)
-        data = batch.data
+        data, A, D = decode(batch, self.defrag, st)
         status = D[:, dk.C_STATUS]
-        frag_idx = np.nonzero(status == dk.ST_FRAGMENT)[0]
-        if len(frag_idx):
-            data = self._reassemble(batch, A, D, frag_idx)
-            status = D[:, dk.C_STATUS]
         PF, POF, PD = self.engine.run(data, A, D, batch.ts)
         self._last_ts = max(self._last_ts, int(batch.ts[-1]))
         if self.dispatcher is not None:
@@ -262,43 +306,6 @@ class Analyzer:
             yield "weird", weird_batch([w[1] for w in weirds], "analyzer", uids=uids, details=[w[2] for w in weirds],
                                        ts_us=[int((w[3] or default_ts) * 1e6) for w in weirds])
 
-    def _reassemble(self, batch: PacketBatch, A: np.ndarray, D: np.ndarray, frag_idx: np.ndarray) -> np.ndarray:
-        """Slow path: rebuild datagrams and decode them in place of their last fragment."""
-        st = self.stats
-        st.fragments += len(frag_idx)
-        extra: list[bytes] = []
-        rows: list[int] = []
-        for i in frag_idx.tolist():
-            start = int(D[i, dk.C_L3_OFF])
-            ip = batch.data[start : start + int(D[i, dk.C_L3_LEN])].tobytes()
-            whole = self.defrag.feed(ip, int(batch.ts[i]))
-            if whole is not None:
-                extra.append(whole)
-                rows.append(i)
-        self.defrag.expire(int(batch.ts[frag_idx[-1]]))
-        if not extra:
-            return batch.data
-        st.reassembled += len(extra)
-        base = batch.data.shape[0]
-        blob = b"".join(extra)
-        data = np.concatenate([batch.data, np.frombuffer(blob, dtype=np.uint8)])
-        offs = np.cumsum([0] + [len(x) for x in extra[:-1]]).astype(np.int64) + base
-        lens = np.array([len(x) for x in extra], dtype=np.int32)
-        A2, D2 = dk.new_columns(len(extra))
-        dk.decode_batch(data, offs, lens, np.full(len(extra), 101, dtype=np.int32), A2, D2)
-        for k, i in enumerate(rows):
-            keep_tunnel = D[i, dk.C_TUN_KIND] != dk.TUN_NONE and D2[k, dk.C_TUN_KIND] == dk.TUN_NONE
-            vlan, ivlan = D[i, dk.C_VLAN], D[i, dk.C_INNER_VLAN]
-            if keep_tunnel:
-                tun_cols = D[i, dk.C_TUN_KIND : dk.C_TUN_PAY_LEN + 1].copy()
-                outer = A[i, 4:8].copy()
-            A[i, :] = A2[k, :]
-            D[i, :] = D2[k, :]
-            D[i, dk.C_VLAN], D[i, dk.C_INNER_VLAN] = vlan, ivlan
-            if keep_tunnel:
-                D[i, dk.C_TUN_KIND : dk.C_TUN_PAY_LEN + 1] = tun_cols
-                A[i, 4:8] = outer
-        return data
 
     def _decode_weirds(self, batch: PacketBatch, D: np.ndarray, PF: np.ndarray, frames: np.ndarray, rows: np.ndarray) -> pa.RecordBatch:
         codes = D[rows, dk.C_WEIRD].tolist()

@@ -30,6 +30,13 @@ class _Pending:
     inconsistent: bool = False
 
 
+def _ipv4_checksum(header: bytes | bytearray) -> int:
+    total = sum(struct.unpack(f"!{len(header) // 2}H", header))
+    while total > 0xFFFF:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
 class Defragmenter:
     """Sans-IO reassembler: feed IP packets (bytes), get datagrams back."""
 
@@ -80,8 +87,9 @@ class Defragmenter:
         head = bytearray(header[:20])  # options of the first fragment are not repeated
         struct.pack_into("!H", head, 2, 20 + len(data))
         head[0] = 0x45
-        struct.pack_into("!H", head, 6, 0)
+        struct.pack_into("!H", head, 6, struct.unpack_from("!H", header, 6)[0] & 0x4000)  # keep DF
         struct.pack_into("!H", head, 10, 0)
+        struct.pack_into("!H", head, 10, _ipv4_checksum(head))  # a valid header, as sent whole
         return bytes(head) + data
 
     # ---- IPv6 ----

@@ -24,9 +24,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from lawtap.decode import kernel as dk
+from lawtap.decode.defrag import Defragmenter
 from lawtap.flows.engine import FlowEngine
 from lawtap.identity import IdentityResolver
 from lawtap.intercept.warrants import Tap, TargetSet
+from lawtap.pipeline import decode
 from lawtap.sources.batch import PacketBatch
 
 # Identity targets and the resolver attribute that names them.
@@ -73,6 +75,7 @@ class Collector:
         self.sink = sink
         self.resolver = resolver or IdentityResolver()
         self.engine = FlowEngine(salt)
+        self.defrag = Defragmenter()
         self.stats = CollectorStats()
         self._open: dict[int, dict[str, str]] = {}  # cin (flow) -> {liid: target ip}: IRI begun
         self._ended: list[int] = []
@@ -109,15 +112,14 @@ class Collector:
         n = len(batch)
         if n == 0:
             return
-        A, D = dk.new_columns(n)
-        dk.decode_batch(batch.data, batch.offset, batch.caplen, batch.linktype, A, D)
-        PF, _POF, PD = self.engine.run(batch.data, A, D, batch.ts)
+        data, A, D = decode(batch, self.defrag)  # fragments of a target's datagram are reassembled
+        PF, _POF, PD = self.engine.run(data, A, D, batch.ts)
         self.stats.packets_seen += n
-        self._learn_identities(batch, A, D, PF, PD)
+        self._learn_identities(batch, data, A, D, PF, PD)
         cand = self._candidates(A, D, batch.ts, PF)
         hits = 0
         for i in cand.tolist():
-            hits += self._check(batch, A, D, PF, PD, i)
+            hits += self._check(batch, data, A, D, PF, PD, i)
         self.stats.dropped += n - hits
         self._end_flows(int(batch.ts[-1]))
         self.engine.take_records()  # flow records of the collector are not kept
@@ -132,8 +134,8 @@ class Collector:
         self._open.clear()
 
     # ---- internals ----
-    def _learn_identities(self, batch: PacketBatch, A, D, PF, PD) -> None:
-        self._signalling.batch(batch.data, A, D, batch.ts, PF, PD)
+    def _learn_identities(self, batch: PacketBatch, data: np.ndarray, A, D, PF, PD) -> None:
+        self._signalling.batch(data, A, D, batch.ts, PF, PD)
         ended, self.engine.ended_fids = self.engine.ended_fids, []
         if ended:
             self._signalling.end(ended, float(batch.ts[-1]) / 1e9)
@@ -193,7 +195,7 @@ class Collector:
                             who = str(value)
         return taps, who
 
-    def _check(self, batch: PacketBatch, A, D, PF, PD, i: int) -> int:
+    def _check(self, batch: PacketBatch, data: np.ndarray, A, D, PF, PD, i: int) -> int:
         t_ns = int(batch.ts[i])
         t = t_ns / 1e9
         fid = int(PF[i])
@@ -211,7 +213,7 @@ class Collector:
                     off = int(D[i, dk.C_L3_OFF])
                     ln = min(int(D[i, dk.C_IP_LEN]), int(D[i, dk.C_L3_LEN]))
                     self._emit(Interception("cc", tap.liid, fid, t_ns, from_target=from_target,
-                                            packet=batch.data[off : off + ln].tobytes(), target_ip=ip, identity=who))
+                                            packet=data[off : off + ln].tobytes(), target_ip=ip, identity=who))
                 self.stats.per_liid[tap.liid] = self.stats.per_liid.get(tap.liid, 0) + 1
                 delivered = 1
         self.stats.packets_intercepted += delivered
