@@ -140,3 +140,31 @@ def test_fragmented_target_datagram_is_reassembled(store: WarrantStore, tmp_path
     events = []
     intercept_capture([str(cap)], store.target_set(datetime.fromtimestamp(t, timezone.utc), timedelta(days=1)), events.append)
     assert [e.packet for e in events if e.kind == "cc"] == [dgram]
+
+
+def smtp_session(sender: str, rcpt: str, body: bytes, sport: int, start: float) -> craft.TcpSession:
+    s = craft.TcpSession("10.5.5.5", "192.0.2.25", sport, 25, start=start)
+    s.handshake().server_send(b"220 mx ESMTP\r\n").client_send(b"EHLO c\r\n").server_send(b"250 mx\r\n")
+    s.client_send(f"MAIL FROM:<{sender}>\r\n".encode()).server_send(b"250 ok\r\n")
+    s.client_send(f"RCPT TO:<{rcpt}>\r\n".encode()).server_send(b"250 ok\r\n")
+    s.client_send(b"DATA\r\n").server_send(b"354 go\r\n")
+    s.client_send(b"From: <" + sender.encode() + b">\r\nSubject: hi\r\nMessage-ID: <m" + str(sport).encode() + b"@x>\r\n\r\n" + body + b"\r\n.\r\n")
+    s.server_send(b"250 queued\r\n").client_send(b"QUIT\r\n").server_send(b"221 bye\r\n").close()
+    return s
+
+
+def test_email_target_gets_its_messages_only(store: WarrantStore, tmp_path: Path) -> None:
+    t = 1_700_400_000.0
+    mine = smtp_session("suspect@example.org", "friend@example.net", b"TARGET MESSAGE", 41000, t)
+    other = smtp_session("someone@example.org", "friend@example.net", b"OTHER MESSAGE", 41001, t + 0.5)
+    cap = tmp_path / "mail.pcap"
+    craft.write_pcap(cap, craft.merge_frames(mine.frames, other.frames))
+    warrant(store, "MAIL", "  - {kind: email, value: suspect@example.org}", t - 10, t + 100)
+    events = []
+    intercept_capture([str(cap)], store.target_set(datetime.fromtimestamp(t, timezone.utc), timedelta(days=1)), events.append)
+    kinds = [e.kind for e in events]
+    assert kinds.count("email-iri") == 1 and kinds.count("email-cc") == 1
+    msg = next(e.packet for e in events if e.kind == "email-cc")
+    assert b"TARGET MESSAGE" in msg and b"OTHER MESSAGE" not in b"".join(e.packet for e in events)
+    iri = next(e for e in events if e.kind == "email-iri")
+    assert iri.email["sender"] == "suspect@example.org" and iri.email["protocol"] == "smtp"

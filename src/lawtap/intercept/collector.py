@@ -19,6 +19,7 @@ flow — only totals.
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 import numpy as np
@@ -35,13 +36,19 @@ from lawtap.sources.batch import PacketBatch
 IDENTITY_KINDS = {"username": "identity", "email": "identity", "imsi": "imsi", "msisdn": "msisdn",
                   "imei": "imei", "e164": "msisdn", "sip_uri": "identity"}
 SIGNALLING = ("radius", "dhcp", "dhcpv6", "gtp-c")
+# Services whose content names a target (e-mail addresses and logins, SIP URIs and numbers): their
+# analyzers run, in memory only, so that a target's message or call can be recognised.
+CONTENT_IDENTIFIED = ("smtp", "pop3", "imap", "sip")
+_SIP_URI = re.compile(r"sips?:[^\s;>,]+", re.I)
+_EMAIL_EVENT = {"smtp": "e-mail-send", "pop3": "e-mail-download", "imap": "e-mail-download"}
+_EMAIL_PROTOCOL = {"smtp": "smtp", "pop3": "pop3", "imap": "imap4"}
 
 
 @dataclass(frozen=True)
 class Interception:
     """One event for the mediator: IRI (begin/continue/end) or CC (one IP packet)."""
 
-    kind: str  # "cc" | "iri-begin" | "iri-end"
+    kind: str  # "cc" | "iri-begin" | "iri-end" | "email-iri" | "email-cc"
     liid: str
     cin: int  # communication identity: the flow
     ts_ns: int
@@ -49,6 +56,7 @@ class Interception:
     packet: bytes = b""  # CC: the IP packet; IRI: empty
     target_ip: str = ""
     identity: str = ""  # username/IMSI… the resolver attributed the address to, if any
+    email: dict | None = None  # email-iri: protocol, sender, recipients, message_id; server/client
 
 
 @dataclass
@@ -78,6 +86,7 @@ class Collector:
         self.defrag = Defragmenter()
         self.stats = CollectorStats()
         self._open: dict[int, dict[str, str]] = {}  # cin (flow) -> {liid: target ip}: IRI begun
+        self._flow_taps: dict[int, dict[str, Tap]] = {}  # flows identified by content (SIP)
         self._ended: list[int] = []
         self._identity_targets = [(kind, value) for kind, value in self._identity_target_list()]
         self._v4_nets, self._v6_nets = self._networks()
@@ -104,7 +113,8 @@ class Collector:
         from lawtap.dpi import classify
         from lawtap.streams.dispatch import StreamDispatcher
 
-        reg = {k: v for k, v in registry().items() if k in SIGNALLING}
+        wanted = SIGNALLING + (CONTENT_IDENTIFIED if self._identity_targets else ())
+        reg = {k: v for k, v in registry().items() if k in wanted}
         return StreamDispatcher(reg, classify, self.engine.uid)
 
     # ---- per batch ----
@@ -145,9 +155,60 @@ class Collector:
         self._drain_identities()
 
     def _drain_identities(self) -> None:
-        records, _files, _weirds = self._signalling.take()
+        records, files, _weirds = self._signalling.take()
         for _fid, _conn, fields in records.get("identity_event", []):
             self.resolver.add(fields)
+        messages = {(fid, f.meta.get("email_index", f.meta.get("trans_depth"))): f for fid, _c, f in files
+                    if f.mime_type == "message/rfc822"}
+        for fid, conn, fields in records.get("email", []):
+            self._email(fid, conn, fields, messages)
+        for fid, conn, fields in records.get("sip", []):
+            self._sip(fid, conn, fields)
+
+    def _email(self, fid: int, conn, fields: dict, messages: dict) -> None:
+        """A message (or a login) of a target: e-mail IRI, and the message itself as e-mail CC."""
+        t = float(fields.get("ts") or 0)
+        addrs = [fields.get("mailfrom"), fields.get("from"), *(fields.get("rcptto") or []), *(fields.get("to") or []),
+                 *(fields.get("cc") or [])]
+        taps: dict[str, Tap] = {}
+        for a in addrs:
+            for m in re.findall(r"[^\s<>,\"]+@[^\s<>,\"]+", a or ""):
+                taps.update((tap.liid, tap) for tap in self.targets.match("email", m, t))
+        if fields.get("user"):
+            for kind in ("username", "email"):
+                taps.update((tap.liid, tap) for tap in self.targets.match(kind, fields["user"], t))
+        if not taps:
+            return
+        proto = fields.get("protocol") or "smtp"
+        msg = messages.get((fid, fields.get("trans_depth")))
+        if msg is None:
+            candidates = [f for (ffid, _), f in messages.items() if ffid == fid]
+            msg = candidates[0] if len(candidates) == 1 else None
+        info = {"protocol": _EMAIL_PROTOCOL.get(proto, "undefined"), "event": _EMAIL_EVENT.get(proto, "e-mail-send"),
+                "sender": fields.get("mailfrom") or fields.get("from"),
+                "recipients": list(fields.get("rcptto") or fields.get("to") or []),
+                "message_id": fields.get("message_id"), "client_ip": conn.orig_h, "server_ip": conn.resp_h,
+                "client_port": conn.orig_p, "server_port": conn.resp_p}
+        ts_ns = int(t * 1e9)
+        for tap in taps.values():
+            self._emit(Interception("email-iri", tap.liid, fid, ts_ns, email=info, identity=fields.get("user") or ""))
+            if tap.cc and msg is not None:
+                self._emit(Interception("email-cc", tap.liid, fid, ts_ns, packet=msg.data,
+                                        from_target=bool(fields.get("is_orig", True))))
+            self.stats.per_liid[tap.liid] = self.stats.per_liid.get(tap.liid, 0) + 1
+
+    def _sip(self, fid: int, conn, fields: dict) -> None:
+        """A target's SIP signalling: its flow is intercepted from here on (IRI begin + CC)."""
+        t = float(fields.get("ts") or 0)
+        taps: dict[str, Tap] = {}
+        for key in ("request_from", "request_to", "response_from", "response_to", "uri"):
+            for uri in _SIP_URI.findall(fields.get(key) or ""):
+                taps.update((tap.liid, tap) for tap in self.targets.match("sip_uri", uri, t))
+                user = uri.split(":", 1)[1].split("@", 1)[0]
+                if user.lstrip("+").isdigit():
+                    taps.update((tap.liid, tap) for tap in self.targets.match_phone(user, t))
+        if taps:
+            self._flow_taps.setdefault(fid, {}).update(taps)
 
     def _candidates(self, A: np.ndarray, D: np.ndarray, ts: np.ndarray, PF: np.ndarray) -> np.ndarray:
         flow = (D[:, dk.C_STATUS] == dk.ST_FLOW) & (PF >= 0)
@@ -177,6 +238,8 @@ class Collector:
             if ips:
                 arr = np.fromiter(ips, dtype=np.int64)
                 hit |= (sv4 & np.isin(src4, arr)) | (dv4 & np.isin(dst4, arr))
+        if self._flow_taps:
+            hit |= np.isin(PF, np.fromiter(self._flow_taps, dtype=np.int64))
         return np.nonzero(hit & flow)[0]
 
     def _taps_for(self, ip: str, t: float) -> tuple[tuple[Tap, ...], str]:
@@ -202,8 +265,11 @@ class Collector:
         src = _addr(int(A[i, 0]), int(A[i, 1]))
         dst = _addr(int(A[i, 2]), int(A[i, 3]))
         delivered = 0
+        flow_taps = tuple(tap for tap in self._flow_taps.get(fid, {}).values() if tap.start <= t < tap.end)
         for ip, from_target in ((src, True), (dst, False)):
             taps, who = self._taps_for(ip, t)
+            if flow_taps and from_target:  # content-identified flows: once per packet
+                taps += tuple(tp for tp in flow_taps if tp.liid not in {x.liid for x in taps})
             for tap in taps:
                 open_taps = self._open.setdefault(fid, {})
                 if tap.liid not in open_taps:
@@ -221,6 +287,7 @@ class Collector:
 
     def _end_flows(self, ts_ns: int) -> None:
         for fid in self._ended:
+            self._flow_taps.pop(fid, None)
             for liid, ip in self._open.pop(fid, {}).items():
                 self._emit(Interception("iri-end", liid, fid, ts_ns, target_ip=ip))
 
