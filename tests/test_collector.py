@@ -168,3 +168,33 @@ def test_email_target_gets_its_messages_only(store: WarrantStore, tmp_path: Path
     assert b"TARGET MESSAGE" in msg and b"OTHER MESSAGE" not in b"".join(e.packet for e in events)
     iri = next(e for e in events if e.kind == "email-iri")
     assert iri.email["sender"] == "suspect@example.org" and iri.email["protocol"] == "smtp"
+
+
+def test_sip_target_call_and_its_media(store: WarrantStore, tmp_path: Path) -> None:
+    from lawtap.generate import rtp_packet, sdp_offer, sip_message
+
+    t = 1_700_500_000.0
+    caller, callee = "10.6.6.6", "10.6.6.7"
+
+    def invite(user: str, call_id: str, rtp_port: int, sport: int) -> list:
+        u = craft.UdpExchange(caller, callee, sport, 5060, start=t)
+        hdr = [("Via", f"SIP/2.0/UDP {caller}:{sport};branch=z9hG4bK{call_id}"), ("From", f"<sip:{user}@example.com>;tag=1"),
+               ("To", "<sip:bob@example.com>"), ("Call-ID", call_id), ("CSeq", "1 INVITE"),
+               ("Contact", f"<sip:{user}@{caller}:{sport}>")]
+        u.send(sip_message("INVITE sip:bob@example.com SIP/2.0", hdr, sdp_offer(user, 1, caller, rtp_port)))
+        u.send(sip_message("SIP/2.0 200 OK", hdr, sdp_offer("bob", 2, callee, rtp_port + 1000)), from_client=False)
+        media = craft.UdpExchange(caller, callee, rtp_port, rtp_port + 1000, start=t + 1)
+        for k in range(5):
+            media.send(rtp_packet(k, k * 160, 0x1234 + sport, bytes([k]) * 160))
+        return craft.merge_frames(u.frames, media.frames)
+
+    frames = craft.merge_frames(invite("alice", "call-target", 20000, 5070), invite("carol", "call-other", 30000, 5080))
+    cap = tmp_path / "sip.pcap"
+    craft.write_pcap(cap, frames)
+    warrant(store, "VOIP", "  - {kind: sip_uri, value: 'sip:alice@example.com'}", t - 10, t + 100)
+    events = []
+    intercept_capture([str(cap)], store.target_set(datetime.fromtimestamp(t, timezone.utc), timedelta(days=1)), events.append)
+    cc = [e.packet for e in events if e.kind == "cc"]
+    assert len(cc) == 7  # the target call's INVITE and 200 OK, and its 5 RTP packets
+    assert sum(b"INVITE" in p or b"200 OK" in p for p in cc) == 2
+    assert all(b"carol" not in p and b"call-other" not in p for p in cc)

@@ -87,6 +87,7 @@ class Collector:
         self.stats = CollectorStats()
         self._open: dict[int, dict[str, str]] = {}  # cin (flow) -> {liid: target ip}: IRI begun
         self._flow_taps: dict[int, dict[str, Tap]] = {}  # flows identified by content (SIP)
+        self._call_taps: dict[str, dict[str, Tap]] = {}  # target calls by Call-ID (their media)
         self._ended: list[int] = []
         self._identity_targets = [(kind, value) for kind, value in self._identity_target_list()]
         self._v4_nets, self._v6_nets = self._networks()
@@ -113,8 +114,17 @@ class Collector:
         from lawtap.dpi import classify
         from lawtap.streams.dispatch import StreamDispatcher
 
+        from functools import partial
+
+        from lawtap.analyzers.calls import CallTracker
+
         wanted = SIGNALLING + (CONTENT_IDENTIFIED if self._identity_targets else ())
         reg = {k: v for k, v in registry().items() if k in wanted}
+        # SDP in a target's call announces where its media will flow: the call tracker keeps
+        # those bindings (in memory, no audio) so the RTP can be intercepted too.
+        self.calls = CallTracker(write_wav=False)
+        if "sip" in reg:
+            reg["sip"] = partial(reg["sip"], tracker=self.calls)
         return StreamDispatcher(reg, classify, self.engine.uid)
 
     # ---- per batch ----
@@ -209,6 +219,8 @@ class Collector:
                     taps.update((tap.liid, tap) for tap in self.targets.match_phone(user, t))
         if taps:
             self._flow_taps.setdefault(fid, {}).update(taps)
+            if fields.get("call_id"):
+                self._call_taps.setdefault(fields["call_id"], {}).update(taps)
 
     def _candidates(self, A: np.ndarray, D: np.ndarray, ts: np.ndarray, PF: np.ndarray) -> np.ndarray:
         flow = (D[:, dk.C_STATUS] == dk.ST_FLOW) & (PF >= 0)
@@ -240,7 +252,30 @@ class Collector:
                 hit |= (sv4 & np.isin(src4, arr)) | (dv4 & np.isin(dst4, arr))
         if self._flow_taps:
             hit |= np.isin(PF, np.fromiter(self._flow_taps, dtype=np.int64))
+        media = self._media_endpoints()
+        if media:
+            key = np.fromiter(media, dtype=np.int64)
+            udp = D[:, dk.C_PROTO] == 17
+            skey = (src4 << 16) | D[:, dk.C_SPORT]
+            dkey = (dst4 << 16) | D[:, dk.C_DPORT]
+            hit |= udp & ((sv4 & np.isin(skey, key)) | (dv4 & np.isin(dkey, key)))
         return np.nonzero(hit & flow)[0]
+
+    def _media_endpoints(self) -> dict[int, dict[str, Tap]]:
+        """(IPv4 << 16 | port) -> taps, for the media the target calls' SDP announced."""
+        out: dict[int, dict[str, Tap]] = {}
+        if not self._call_taps:
+            return out
+        for (ip, port), b in self.calls.bindings.items():
+            taps = self._call_taps.get(b.call_id)
+            if taps:
+                try:
+                    a = ipaddress.ip_address(ip)
+                except ValueError:
+                    continue
+                if a.version == 4:
+                    out[(int(a) << 16) | int(port)] = taps
+        return out
 
     def _taps_for(self, ip: str, t: float) -> tuple[tuple[Tap, ...], str]:
         """Warrants covering ``ip`` at ``t``: directly, or through who held it then."""
@@ -265,7 +300,13 @@ class Collector:
         src = _addr(int(A[i, 0]), int(A[i, 1]))
         dst = _addr(int(A[i, 2]), int(A[i, 3]))
         delivered = 0
-        flow_taps = tuple(tap for tap in self._flow_taps.get(fid, {}).values() if tap.start <= t < tap.end)
+        content_taps = dict(self._flow_taps.get(fid, {}))
+        if self._call_taps and int(D[i, dk.C_PROTO]) == 17:
+            media = self._media_endpoints()
+            for col, port_col in ((0, dk.C_SPORT), (2, dk.C_DPORT)):
+                if A[i, col] == 0:
+                    content_taps.update(media.get(((int(A[i, col + 1]) & 0xFFFFFFFF) << 16) | int(D[i, port_col]), {}))
+        flow_taps = tuple(tap for tap in content_taps.values() if tap.start <= t < tap.end)
         for ip, from_target in ((src, True), (dst, False)):
             taps, who = self._taps_for(ip, t)
             if flow_taps and from_target:  # content-identified flows: once per packet
