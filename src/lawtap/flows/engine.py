@@ -210,7 +210,8 @@ def conn_states(proto: np.ndarray, os_: np.ndarray, rs: np.ndarray, osize: np.nd
 class FlowEngine:
     """Runs decoded batches through the flow table and yields finished conn/tunnel records."""
 
-    def __init__(self, salt: bytes, classify: Classifier | None = None, capacity: int = 1 << 16) -> None:
+    def __init__(self, salt: bytes, classify: Classifier | None = None, capacity: int = 1 << 16,
+                 keep_records: bool = True) -> None:
         self.salt = salt
         self._k1 = int.from_bytes(salt[:8], "little")
         self._k2 = int.from_bytes(salt[8:16], "little")
@@ -230,6 +231,7 @@ class FlowEngine:
         self.names = AddressNames()
         self.conn_batches: list[pa.RecordBatch] = []
         self._ended_raw: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self.keep_records = keep_records  # False: only flow ids are reported (the collector)
         self.tunnel_batches: list[pa.RecordBatch] = []
         self.flows_ended = 0
         self.peak_flows = 0
@@ -312,7 +314,8 @@ class FlowEngine:
         self.ended_fids.extend(EF[:, ft.F_FID].tolist())
         # Records are built later, in take_records(): the stream dispatcher may still have to
         # classify these flows from packets of the batch being processed.
-        self._ended_raw.append((EK.copy(), EF.copy(), EH.copy()))
+        if self.keep_records:
+            self._ended_raw.append((EK.copy(), EF.copy(), EH.copy()))
 
     def take_records(self) -> tuple[list[pa.RecordBatch], list[pa.RecordBatch]]:
         for EK, EF, EH in self._ended_raw:

@@ -39,6 +39,7 @@ SIGNALLING = ("radius", "dhcp", "dhcpv6", "gtp-c")
 # Services whose content names a target (e-mail addresses and logins, SIP URIs and numbers): their
 # analyzers run, in memory only, so that a target's message or call can be recognised.
 CONTENT_IDENTIFIED = ("smtp", "pop3", "imap", "sip")
+SIGNALLING_PORTS = np.array([67, 68, 546, 547, 1645, 1646, 1812, 1813, 2123, 3386], dtype=np.int64)
 _SIP_URI = re.compile(r"sips?:[^\s;>,]+", re.I)
 _EMAIL_EVENT = {"smtp": "e-mail-send", "pop3": "e-mail-download", "imap": "e-mail-download"}
 _EMAIL_PROTOCOL = {"smtp": "smtp", "pop3": "pop3", "imap": "imap4"}
@@ -82,7 +83,7 @@ class Collector:
         self.targets = targets
         self.sink = sink
         self.resolver = resolver or IdentityResolver()
-        self.engine = FlowEngine(salt)
+        self.engine = FlowEngine(salt, keep_records=False)  # no conn records: nothing is kept
         self.defrag = Defragmenter()
         self.stats = CollectorStats()
         self._open: dict[int, dict[str, str]] = {}  # cin (flow) -> {liid: target ip}: IRI begun
@@ -101,12 +102,15 @@ class Collector:
                     yield t.kind, t.value
 
     def _networks(self) -> tuple[list[tuple[int, int]], list[ipaddress.IPv6Network]]:
-        v4, v6 = [], []
+        v4, v6, hosts = [], [], []
         for net in self.targets.networks:
-            if net.version == 4:
+            if net.version == 4 and net.prefixlen == 32:
+                hosts.append(int(net.network_address))
+            elif net.version == 4:
                 v4.append((int(net.network_address), int(net.netmask)))
             else:
                 v6.append(net)
+        self._v4_hosts = np.array(sorted(hosts), dtype=np.int64)
         return v4, v6
 
     def _signalling_dispatcher(self):
@@ -118,7 +122,8 @@ class Collector:
 
         from lawtap.analyzers.calls import CallTracker
 
-        wanted = SIGNALLING + (CONTENT_IDENTIFIED if self._identity_targets else ())
+        self._content_mode = any(k in ("email", "sip_uri", "e164", "username") for k, _ in self._identity_targets)
+        wanted = SIGNALLING + (CONTENT_IDENTIFIED if self._content_mode else ())
         reg = {k: v for k, v in registry().items() if k in wanted}
         # SDP in a target's call announces where its media will flow: the call tracker keeps
         # those bindings (in memory, no audio) so the RTP can be intercepted too.
@@ -155,6 +160,12 @@ class Collector:
 
     # ---- internals ----
     def _learn_identities(self, batch: PacketBatch, data: np.ndarray, A, D, PF, PD) -> None:
+        if not self._content_mode:
+            # Only address-assignment signalling is needed: keep Python (and DPI) away from every
+            # other flow by passing only UDP packets on RADIUS, DHCP(v6) and GTP-C ports.
+            udp = D[:, dk.C_PROTO] == 17
+            on_port = np.isin(D[:, dk.C_SPORT], SIGNALLING_PORTS) | np.isin(D[:, dk.C_DPORT], SIGNALLING_PORTS)
+            PF = np.where(udp & on_port, PF, -1)
         self._signalling.batch(data, A, D, batch.ts, PF, PD)
         ended, self.engine.ended_fids = self.engine.ended_fids, []
         if ended:
@@ -227,6 +238,8 @@ class Collector:
         hit = np.zeros(D.shape[0], dtype=np.bool_)
         sv4, src4 = _v4_int(A[:, 0], A[:, 1])
         dv4, dst4 = _v4_int(A[:, 2], A[:, 3])
+        if self._v4_hosts.size:  # single addresses: one set lookup for all of them
+            hit |= (sv4 & np.isin(src4, self._v4_hosts)) | (dv4 & np.isin(dst4, self._v4_hosts))
         for net, mask in self._v4_nets:
             hit |= (sv4 & ((src4 & mask) == net)) | (dv4 & ((dst4 & mask) == net))
         if self._v6_nets:
