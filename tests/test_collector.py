@@ -167,7 +167,7 @@ def test_email_target_gets_its_messages_only(store: WarrantStore, tmp_path: Path
     msg = next(e.packet for e in events if e.kind == "email-cc")
     assert b"TARGET MESSAGE" in msg and b"OTHER MESSAGE" not in b"".join(e.packet for e in events)
     iri = next(e for e in events if e.kind == "email-iri")
-    assert iri.email["sender"] == "suspect@example.org" and iri.email["protocol"] == "smtp"
+    assert iri.details["sender"] == "suspect@example.org" and iri.details["protocol"] == "smtp"
 
 
 def test_sip_target_call_and_its_media(store: WarrantStore, tmp_path: Path) -> None:
@@ -194,7 +194,14 @@ def test_sip_target_call_and_its_media(store: WarrantStore, tmp_path: Path) -> N
     warrant(store, "VOIP", "  - {kind: sip_uri, value: 'sip:alice@example.com'}", t - 10, t + 100)
     events = []
     intercept_capture([str(cap)], store.target_set(datetime.fromtimestamp(t, timezone.utc), timedelta(days=1)), events.append)
-    cc = [e.packet for e in events if e.kind == "cc"]
-    assert len(cc) == 7  # the target call's INVITE and 200 OK, and its 5 RTP packets
-    assert sum(b"INVITE" in p or b"200 OK" in p for p in cc) == 2
-    assert all(b"carol" not in p and b"call-other" not in p for p in cc)
+    iri = [e.packet for e in events if e.kind == "ipmm-iri"]
+    cc = [e.packet for e in events if e.kind == "ipmm-cc"]
+    assert [p.split(b"\r\n")[0] for p in iri] == [b"INVITE sip:bob@example.com SIP/2.0", b"SIP/2.0 200 OK"]
+    assert len(cc) == 5  # the target call's RTP, as IP multimedia CC
+    assert all(b"carol" not in p and b"call-other" not in p for p in iri + cc)
+    # the IRI and CC encode as ETSI TS 102 232-5 PDUs
+    from lawtap.etsi.pdu import decode_pdu, ps_pdu_ipmm_cc, ps_pdu_ipmm_iri
+
+    ev = next(e for e in events if e.kind == "ipmm-iri")
+    assert decode_pdu(ps_pdu_ipmm_iri("VOIP", 1, 0, int(t * 1e9), sip=iri[0], src_ip=ev.details["src_ip"], dst_ip=ev.details["dst_ip"]))
+    assert decode_pdu(ps_pdu_ipmm_cc("VOIP", 1, 1, int(t * 1e9), cc[0], 0))

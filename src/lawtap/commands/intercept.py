@@ -43,7 +43,8 @@ def _first_timestamp(paths: list[Path]) -> datetime:
 def command(inputs, state_dir, db_url, user, wait) -> None:
     """Intercept the targets of active warrants in captures and deliver them (ETSI TS 102 232)."""
     from lawtap.etsi.mediator import Mediator, agency_for
-    from lawtap.etsi.pdu import Direction, ps_pdu_email_cc, ps_pdu_email_iri, ps_pdu_ipiri
+    from lawtap.etsi.pdu import (Direction, ps_pdu_email_cc, ps_pdu_email_iri, ps_pdu_ipiri, ps_pdu_ipmm_cc,
+                                  ps_pdu_ipmm_iri)
     from lawtap.intercept.collector import Interception, intercept_capture
     from lawtap.intercept.warrants import WarrantStore
     from lawtap.sources import expand_inputs
@@ -72,10 +73,16 @@ def command(inputs, state_dir, db_url, user, wait) -> None:
             d = Direction.FROM_TARGET if ev.from_target else Direction.TO_TARGET
             if ev.kind == "cc":
                 mediator.submit_ipcc(aid, ev.liid, ev.cin, ev.ts_ns, ev.packet, int(d))
+            elif ev.kind == "ipmm-iri":
+                e = ev.details or {}
+                mediator.submit_iri(aid, ps_pdu_ipmm_iri, ev.liid, ev.cin, ev.ts_ns, sip=ev.packet,
+                                    src_ip=e.get("src_ip"), dst_ip=e.get("dst_ip"))
+            elif ev.kind == "ipmm-cc":
+                mediator.submit_cc(aid, ps_pdu_ipmm_cc, ev.liid, ev.cin, ev.ts_ns, ev.packet, int(d))
             elif ev.kind == "email-cc":
                 mediator.submit_cc(aid, ps_pdu_email_cc, ev.liid, ev.cin, ev.ts_ns, ev.packet, int(d))
             elif ev.kind == "email-iri":
-                e = ev.email or {}
+                e = ev.details or {}
                 mediator.submit_iri(aid, ps_pdu_email_iri, ev.liid, ev.cin, ev.ts_ns, event=e["event"],
                                     protocol=e["protocol"], client_ip=e["client_ip"], server_ip=e["server_ip"],
                                     client_port=e["client_port"], server_port=e["server_port"], sender=e["sender"],

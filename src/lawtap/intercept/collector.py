@@ -49,7 +49,7 @@ _EMAIL_PROTOCOL = {"smtp": "smtp", "pop3": "pop3", "imap": "imap4"}
 class Interception:
     """One event for the mediator: IRI (begin/continue/end) or CC (one IP packet)."""
 
-    kind: str  # "cc" | "iri-begin" | "iri-end" | "email-iri" | "email-cc"
+    kind: str  # "cc" | "iri-begin" | "iri-end" | "email-iri" | "email-cc" | "ipmm-iri" | "ipmm-cc"
     liid: str
     cin: int  # communication identity: the flow
     ts_ns: int
@@ -57,7 +57,7 @@ class Interception:
     packet: bytes = b""  # CC: the IP packet; IRI: empty
     target_ip: str = ""
     identity: str = ""  # username/IMSI… the resolver attributed the address to, if any
-    email: dict | None = None  # email-iri: protocol, sender, recipients, message_id; server/client
+    details: dict | None = None  # email-iri: protocol, sender, recipients…; ipmm-iri: src_ip, dst_ip
 
 
 @dataclass
@@ -212,7 +212,7 @@ class Collector:
                 "client_port": conn.orig_p, "server_port": conn.resp_p}
         ts_ns = int(t * 1e9)
         for tap in taps.values():
-            self._emit(Interception("email-iri", tap.liid, fid, ts_ns, email=info, identity=fields.get("user") or ""))
+            self._emit(Interception("email-iri", tap.liid, fid, ts_ns, details=info, identity=fields.get("user") or ""))
             if tap.cc and msg is not None:
                 self._emit(Interception("email-cc", tap.liid, fid, ts_ns, packet=msg.data,
                                         from_target=bool(fields.get("is_orig", True))))
@@ -329,9 +329,19 @@ class Collector:
                 if tap.liid not in open_taps:
                     open_taps[tap.liid] = ip
                     self._emit(Interception("iri-begin", tap.liid, fid, t_ns, target_ip=ip, identity=who))
-                if tap.cc:
-                    off = int(D[i, dk.C_L3_OFF])
-                    ln = min(int(D[i, dk.C_IP_LEN]), int(D[i, dk.C_L3_LEN]))
+                off = int(D[i, dk.C_L3_OFF])
+                ln = min(int(D[i, dk.C_IP_LEN]), int(D[i, dk.C_L3_LEN]))
+                if tap in flow_taps:
+                    # A VoIP target (TS 102 232-5): SIP messages are IRI, media is IP multimedia CC.
+                    poff, plen = int(D[i, dk.C_PAY_OFF]), int(D[i, dk.C_PAY_LEN])
+                    payload = data[poff : poff + plen].tobytes()
+                    if _is_sip(payload):
+                        self._emit(Interception("ipmm-iri", tap.liid, fid, t_ns, packet=payload, target_ip=ip,
+                                                details={"src_ip": src, "dst_ip": dst}))
+                    elif tap.cc:
+                        self._emit(Interception("ipmm-cc", tap.liid, fid, t_ns, from_target=from_target,
+                                                packet=data[off : off + ln].tobytes(), target_ip=ip))
+                elif tap.cc:
                     self._emit(Interception("cc", tap.liid, fid, t_ns, from_target=from_target,
                                             packet=data[off : off + ln].tobytes(), target_ip=ip, identity=who))
                 self.stats.per_liid[tap.liid] = self.stats.per_liid.get(tap.liid, 0) + 1
@@ -346,11 +356,18 @@ class Collector:
                 self._emit(Interception("iri-end", liid, fid, ts_ns, target_ip=ip))
 
     def _emit(self, ev: Interception) -> None:
-        if ev.kind == "cc":
+        if ev.kind in ("cc", "email-cc", "ipmm-cc"):
             self.stats.cc_packets += 1
         else:
             self.stats.iri_events += 1
         self.sink(ev)
+
+
+_SIP_START = re.compile(rb"^(?:[A-Z]+ \S+ SIP/2\.0\r?\n|SIP/2\.0 \d{3} )")
+
+
+def _is_sip(payload: bytes) -> bool:
+    return bool(_SIP_START.match(payload[:256]))
 
 
 def _addr(hi: int, lo: int) -> str:
