@@ -205,3 +205,31 @@ def test_sip_target_call_and_its_media(store: WarrantStore, tmp_path: Path) -> N
     ev = next(e for e in events if e.kind == "ipmm-iri")
     assert decode_pdu(ps_pdu_ipmm_iri("VOIP", 1, 0, int(t * 1e9), sip=iri[0], src_ip=ev.details["src_ip"], dst_ip=ev.details["dst_ip"]))
     assert decode_pdu(ps_pdu_ipmm_cc("VOIP", 1, 1, int(t * 1e9), cc[0], 0))
+
+
+def test_imsi_target_through_gtp_teids(store: WarrantStore, tmp_path: Path) -> None:
+    """GTP-U packets are tied to the subscriber by their tunnel, even when no PDN address is known."""
+    from test_identity import fteid, gtp2, ie2, tbcd_enc
+
+    t = 1_700_600_000.0
+    imsi = "262019876543210"
+    req = gtp2(32, 0, 7, ie2(1, tbcd_enc(imsi)), fteid(6, 0xA1, "10.1.0.1"), ie2(93, ie2(73, b"\x05") + fteid(4, 0xA2, "10.1.0.11")))
+    resp = gtp2(33, 0xA1, 7, ie2(2, b"\x10\x00"), fteid(7, 0xB1, "10.2.0.1", inst=1),
+                ie2(93, ie2(73, b"\x05") + ie2(2, b"\x10\x00") + fteid(5, 0xB2, "10.2.0.11", inst=2)))
+    ctl = craft.UdpExchange("10.1.0.1", "10.2.0.1", 2123, 2123, start=t)
+    ctl.send(req)
+    ctl.send(resp, from_client=False)
+    up = craft.TcpSession("100.70.9.9", "198.51.100.7", 4444, 80, start=t + 1,
+                          tunnel=craft.GtpuTunnel("10.1.0.11", "10.2.0.11", teid_up=0xB2, teid_down=0xA2))
+    up.handshake().client_send(b"GET /mobile HTTP/1.1\r\n\r\n").close()
+    other = craft.TcpSession("100.70.9.8", "198.51.100.7", 4445, 80, start=t + 1,
+                             tunnel=craft.GtpuTunnel("10.1.0.11", "10.2.0.11", teid_up=0xC2, teid_down=0xC3))
+    other.handshake().client_send(b"GET /NOT-THIS-ONE HTTP/1.1\r\n\r\n").close()
+    cap = tmp_path / "gtp.pcap"
+    craft.write_pcap(cap, craft.merge_frames(ctl.frames, up.frames, other.frames))
+    warrant(store, "MOBILE", f"  - {{kind: imsi, value: '{imsi}'}}", t - 10, t + 100)
+    events = []
+    intercept_capture([str(cap)], store.target_set(datetime.fromtimestamp(t, timezone.utc), timedelta(days=1)), events.append)
+    cc = [e.packet for e in events if e.kind == "cc"]
+    assert len(cc) == len(up.frames) and b"GET /mobile" in b"".join(cc)
+    assert b"NOT-THIS-ONE" not in b"".join(cc)

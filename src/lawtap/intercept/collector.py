@@ -265,6 +265,14 @@ class Collector:
                 hit |= (sv4 & np.isin(src4, arr)) | (dv4 & np.isin(dst4, arr))
         if self._flow_taps:
             hit |= np.isin(PF, np.fromiter(self._flow_taps, dtype=np.int64))
+        teids = self._target_teids()
+        if teids:
+            # GTP-U: the tunnel (endpoint address, TEID) names the subscriber, whatever the inner
+            # addresses are; the TEIDs come from the target's GTP-C sessions.
+            gtp = D[:, dk.C_TUN_KIND] == dk.TUN_GTPV1
+            ov4, odst4 = _v4_int(A[:, 6], A[:, 7])
+            key = (odst4 << 32) | D[:, dk.C_GTP_TEID]
+            hit |= gtp & ov4 & np.isin(key, np.fromiter(teids, dtype=np.int64))
         media = self._media_endpoints()
         if media:
             key = np.fromiter(media, dtype=np.int64)
@@ -273,6 +281,36 @@ class Collector:
             dkey = (dst4 << 16) | D[:, dk.C_DPORT]
             hit |= udp & ((sv4 & np.isin(skey, key)) | (dv4 & np.isin(dkey, key)))
         return np.nonzero(hit & flow)[0]
+
+    def _target_teids(self) -> set[int]:
+        """(GTP-U endpoint IPv4 << 32 | TEID) of sessions held by a subscriber target."""
+        keys: set[int] = set()
+        if not any(k in ("imsi", "msisdn", "imei", "e164") for k, _ in self._identity_targets):
+            return keys
+        for ident in self.resolver.intervals():
+            if not ident.teids or not self._identity_taps(ident, None):
+                continue
+            for ip, teid in ident.teids:
+                try:
+                    a = ipaddress.ip_address(ip)
+                except ValueError:
+                    continue
+                if a.version == 4:
+                    keys.add((int(a) << 32) | int(teid))
+        return keys
+
+    def _identity_taps(self, ident, t: float | None) -> tuple[tuple[Tap, ...], str]:
+        """Warrants naming this identity (at ``t``; any time of their window when None)."""
+        taps: tuple[Tap, ...] = ()
+        who = ""
+        for kind, attr in IDENTITY_KINDS.items():
+            value = getattr(ident, attr, None)
+            if value:
+                found = self.targets.match(kind, value, t if t is not None else ident.ts_start)
+                if found:
+                    taps += tuple(found)
+                    who = str(value)
+        return taps, who
 
     def _media_endpoints(self) -> dict[int, dict[str, Tap]]:
         """(IPv4 << 16 | port) -> taps, for the media the target calls' SDP announced."""
@@ -297,13 +335,8 @@ class Collector:
         if self._identity_targets:
             ident = self.resolver.who(ip, t)
             if ident is not None:
-                for kind, attr in IDENTITY_KINDS.items():
-                    value = getattr(ident, attr, None)
-                    if value:
-                        found = self.targets.match(kind, value, t)
-                        if found:
-                            taps += tuple(found)
-                            who = str(value)
+                found, who = self._identity_taps(ident, t)
+                taps += found
         return taps, who
 
     def _check(self, batch: PacketBatch, data: np.ndarray, A, D, PF, PD, i: int) -> int:
@@ -314,6 +347,11 @@ class Collector:
         dst = _addr(int(A[i, 2]), int(A[i, 3]))
         delivered = 0
         content_taps = dict(self._flow_taps.get(fid, {}))
+        gtp_taps: tuple[Tap, ...] = ()
+        if D[i, dk.C_TUN_KIND] == dk.TUN_GTPV1 and self._identity_targets and A[i, 6] == 0:
+            ident = self.resolver.by_teid(_addr(int(A[i, 6]), int(A[i, 7])), int(D[i, dk.C_GTP_TEID]), t)
+            if ident is not None:
+                gtp_taps = self._identity_taps(ident, t)[0]
         if self._call_taps and int(D[i, dk.C_PROTO]) == 17:
             media = self._media_endpoints()
             for col, port_col in ((0, dk.C_SPORT), (2, dk.C_DPORT)):
@@ -322,8 +360,9 @@ class Collector:
         flow_taps = tuple(tap for tap in content_taps.values() if tap.start <= t < tap.end)
         for ip, from_target in ((src, True), (dst, False)):
             taps, who = self._taps_for(ip, t)
-            if flow_taps and from_target:  # content-identified flows: once per packet
-                taps += tuple(tp for tp in flow_taps if tp.liid not in {x.liid for x in taps})
+            if from_target:  # flows identified by content or by their GTP tunnel: once per packet
+                extra = tuple(flow_taps) + gtp_taps
+                taps += tuple(tp for tp in extra if tp.liid not in {x.liid for x in taps})
             for tap in taps:
                 open_taps = self._open.setdefault(fid, {})
                 if tap.liid not in open_taps:
