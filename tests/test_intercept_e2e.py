@@ -7,7 +7,6 @@ run wrote (mediator state, LEMF store, case, audit database).
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -109,4 +108,3 @@ def test_warrant_to_lemf_case(tmp_path: Path) -> None:
     log = run("audit", "log")
     assert "intercept_start" in log.stdout and "delivery" in log.stdout, log.stdout
     assert "view" in log.stdout, log.stdout
-    _ = json

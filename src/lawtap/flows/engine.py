@@ -7,7 +7,6 @@ building Arrow record batches.
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import re
 from collections.abc import Callable
