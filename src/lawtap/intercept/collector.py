@@ -89,6 +89,7 @@ class Collector:
         self._open: dict[int, dict[str, str]] = {}  # cin (flow) -> {liid: target ip}: IRI begun
         self._flow_taps: dict[int, dict[str, Tap]] = {}  # flows identified by content (SIP)
         self._call_taps: dict[str, dict[str, Tap]] = {}  # target calls by Call-ID (their media)
+        self._media: dict[int, dict[str, Tap]] = {}  # this batch's media endpoints of target calls
         self._ended: list[int] = []
         self._identity_targets = [(kind, value) for kind, value in self._identity_target_list()]
         self._v4_nets, self._v6_nets = self._networks()
@@ -273,7 +274,8 @@ class Collector:
             ov4, odst4 = _v4_int(A[:, 6], A[:, 7])
             key = (odst4 << 32) | D[:, dk.C_GTP_TEID]
             hit |= gtp & ov4 & np.isin(key, np.fromiter(teids, dtype=np.int64))
-        media = self._media_endpoints()
+        # Computed once per batch; _check looks packets up in it.
+        self._media = media = self._media_endpoints()
         if media:
             key = np.fromiter(media, dtype=np.int64)
             udp = D[:, dk.C_PROTO] == 17
@@ -353,7 +355,7 @@ class Collector:
             if ident is not None:
                 gtp_taps = self._identity_taps(ident, t)[0]
         if self._call_taps and int(D[i, dk.C_PROTO]) == 17:
-            media = self._media_endpoints()
+            media = self._media
             for col, port_col in ((0, dk.C_SPORT), (2, dk.C_DPORT)):
                 if A[i, col] == 0:
                     content_taps.update(media.get(((int(A[i, col + 1]) & 0xFFFFFFFF) << 16) | int(D[i, port_col]), {}))

@@ -168,14 +168,26 @@ class StreamDispatcher:
             return False
         ch.claimed = True
         self.channels = [c for c in self.channels if not c.claimed and t - c.created < 3600]
+        self._start(fid, flow, ch.analyzer)
+        self.services[fid] = getattr(flow.analyzer, "service", "") or ""
+        return True
+
+    def _start(self, fid: int, flow: _Flow, make: Callable[[ConnInfo], StreamAnalyzer]) -> None:
+        """Give the flow its analyzer (and its uid, which only analyzed flows need here)."""
         c = flow.conn
         flow.conn = ConnInfo(self.uid_of(fid), c.orig_h, c.orig_p, c.resp_h, c.resp_p, c.proto)
-        flow.analyzer = ch.analyzer(flow.conn)
-        self.services[fid] = getattr(flow.analyzer, "service", "") or ""
+        flow.analyzer = make(flow.conn)
         self.state[fid] = ANALYZING
         if flow.proto == 6:
             flow.stream = TcpStream()
-        return True
+
+    def _classify(self, flow: _Flow, orig: list[bytes], resp: list[bytes]) -> str:
+        if self.classify is None or not (orig or resp):
+            return ""
+        try:
+            return self.classify(flow.conn.proto, flow.conn.orig_p, flow.conn.resp_p, orig, resp) or ""
+        except Exception:  # DPI is fuzzed separately; a detector bug must not stop the run
+            return ""
 
     def _pending(self, fid: int, flow: _Flow, is_orig: bool, seq: int, ack: int, flags: int, payload: memoryview, t: float) -> None:
         # The batch buffer is reused: what waits for DPI must be copied.
@@ -190,11 +202,8 @@ class StreamDispatcher:
         service = ""
         if self.media_hint is not None and flow.proto == 17:
             service = self.media_hint(flow.conn) or ""
-        if not service and self.classify is not None and (orig or resp):
-            try:
-                service = self.classify(flow.conn.proto, flow.conn.orig_p, flow.conn.resp_p, orig, resp) or ""
-            except Exception:  # DPI is fuzzed separately; a detector bug must not stop the run
-                service = ""
+        if not service:
+            service = self._classify(flow, orig, resp)
         if service:
             self.services[fid] = service
         cls = self.registry.get(service)
@@ -202,12 +211,7 @@ class StreamDispatcher:
             if service or final or flow.payloads >= MAX_PENDING_PAYLOADS:
                 self._ignore(fid)
             return
-        c = flow.conn
-        flow.conn = ConnInfo(self.uid_of(fid), c.orig_h, c.orig_p, c.resp_h, c.resp_p, c.proto)
-        flow.analyzer = cls(flow.conn)
-        self.state[fid] = ANALYZING
-        if flow.proto == 6:
-            flow.stream = TcpStream()
+        self._start(fid, flow, cls)
         pending, flow.pending = flow.pending, []
         for is_orig, seq, ack, flags, payload, t in pending:
             self._feed(fid, flow, is_orig, seq, ack, flags, payload, t)
@@ -247,12 +251,7 @@ class StreamDispatcher:
             return
         orig = [d[:PENDING_BYTES] for o, d, _ in buf if o]
         resp = [d[:PENDING_BYTES] for o, d, _ in buf if not o]
-        service = ""
-        if self.classify is not None:
-            try:
-                service = self.classify(flow.conn.proto, flow.conn.orig_p, flow.conn.resp_p, orig, resp) or ""
-            except Exception:
-                service = ""
+        service = self._classify(flow, orig, resp)
         cls = self.registry.get(service) if service == "tls" else None
         if cls is None:
             if service or len(buf) >= MAX_PENDING_PAYLOADS:
