@@ -134,7 +134,7 @@ _NEXT_IP6 = 3
 _DONE = 0
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _ether_chain(b, pos, end, ethertype, D, i):
     """Walk VLAN/MPLS/PPPoE shims from an ethertype; returns (kind, pos) with kind _NEXT_IP4/6."""
     vlans = 0
@@ -202,19 +202,19 @@ def _ether_chain(b, pos, end, ethertype, D, i):
         return 0, pos
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _set_addr4(A, i, col, b, pos):
     A[i, col] = np.uint64(0)
     A[i, col + 1] = V4_MAPPED_PREFIX | np.uint64(_u32(b, pos))
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _set_addr6(A, i, col, b, pos):
     A[i, col] = _u64(b, pos)
     A[i, col + 1] = _u64(b, pos + 8)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _decode_one(b, start, caplen, linktype, A, D, i):
     end = start + caplen
     pos = start
@@ -286,7 +286,7 @@ def _decode_one(b, start, caplen, linktype, A, D, i):
     _decode_ip(b, pos, end, kind, A, D, i)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _decode_ip(b, pos, end, kind, A, D, i):
     """Decode an IP packet at ``pos``, following tunnels (at most 4 deep) in a loop."""
     for _depth in range(4):
@@ -297,7 +297,7 @@ def _decode_ip(b, pos, end, kind, A, D, i):
     D[i, C_STATUS] = ST_BAD
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _decode_ip_layer(b, pos, end, kind, A, D, i):
     """Decode one IP layer and its transport; returns the inner IP to decode next, if any."""
     D[i, C_L3_OFF] = pos
@@ -397,7 +397,7 @@ def _decode_ip_layer(b, pos, end, kind, A, D, i):
     return _decode_l4(b, p, l4end, nh, A, D, i)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _push_tunnel(D, A, i, kind):
     """Remember the current (outer) layer as the tunnel before decoding the inner packet.
 
@@ -421,7 +421,7 @@ def _push_tunnel(D, A, i, kind):
     D[i, C_PAY_LEN] = 0
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _decode_l4(b, p, end, proto, A, D, i):
     D[i, C_PROTO] = proto
     if proto == 6:
@@ -503,7 +503,7 @@ def _decode_l4(b, p, end, proto, A, D, i):
     return 0, p, end
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _gre(b, p, end, A, D, i):
     if p + 4 > end:
         D[i, C_WEIRD] = W_BAD_GRE
@@ -566,7 +566,7 @@ def _gre(b, p, end, A, D, i):
     return kind, q, end
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _vxlan(b, p, end, A, D, i):
     if p + 8 + 14 > end or (b[p] & 0x08) == 0:
         return 0, p, end  # not VXLAN after all: keep it a plain UDP flow
@@ -580,7 +580,7 @@ def _vxlan(b, p, end, A, D, i):
     return kind, q, end
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _gtpu(b, p, end, A, D, i):
     """GTPv1-U: only G-PDUs (message type 255) carry user IP packets."""
     if p + 8 > end:

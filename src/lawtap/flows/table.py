@@ -156,7 +156,7 @@ def _hash(k0, k1, k2, k3, k4):
     return h
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _find(K, used, mask, k0, k1, k2, k3, k4):
     """Slot holding the key, or ``-(free slot) - 1`` when absent."""
     j = np.int64(_hash(k0, k1, k2, k3, k4) & np.uint64(mask))
@@ -167,7 +167,14 @@ def _find(K, used, mask, k0, k1, k2, k3, k4):
     return -j - 1
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
+def _copy_row(dst, i, src, j):
+    """``dst[i, :] = src[j, :]`` without the temporary numba allocates when rows may overlap."""
+    for c in range(dst.shape[1]):
+        dst[i, c] = src[j, c]
+
+
+@njit(cache=True, _nrt=False)
 def _delete(K, F, H, used, mask, slot):
     """Backward-shift deletion keeps linear probing chains intact without tombstones."""
     j = slot
@@ -185,21 +192,21 @@ def _delete(K, F, H, used, mask, slot):
         else:
             if h > j or h <= k:
                 continue
-        K[j, :] = K[k, :]
-        F[j, :] = F[k, :]
-        H[j, :] = H[k, :]
+        _copy_row(K, j, K, k)
+        _copy_row(F, j, F, k)
+        _copy_row(H, j, H, k)
         used[j] = 1
         used[k] = 0
         j = k
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _end(K, F, H, used, mask, slot, reason, EK, EF, EH, state):
     e = state[S_N_ENDED]
-    EK[e, :] = K[slot, :]
-    EF[e, :] = F[slot, :]
+    _copy_row(EK, e, K, slot)
+    _copy_row(EF, e, F, slot)
     EF[e, F_END_REASON] = reason
-    EH[e, :] = H[slot, :]
+    _copy_row(EH, e, H, slot)
     state[S_N_ENDED] = e + 1
     state[S_COUNT] -= 1
     _delete(K, F, H, used, mask, slot)
@@ -221,7 +228,7 @@ def _timeout(F, slot):
     return ICMP_TIMEOUT
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _add_letter(H, F, slot, ch):
     n = F[slot, F_HIST_LEN]
     if n < HLEN:
@@ -234,14 +241,14 @@ def _letter(is_orig, upper):
     return upper if is_orig else upper + 32
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _once(H, F, slot, d, bit, ch):
     if (F[slot, F_SEEN + d] & bit) == 0:
         F[slot, F_SEEN + d] |= bit
         _add_letter(H, F, slot, ch)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _repeat(H, F, slot, d, col, seq, ch):
     """S/H/F/R: recorded again only when the sequence number differs from the last one."""
     if F[slot, col + d] != seq:
@@ -249,7 +256,7 @@ def _repeat(H, F, slot, d, col, seq, ch):
         _add_letter(H, F, slot, ch)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _logarithmic(H, F, slot, col, d, ch):
     """T/W: recorded at the 1st, 10th, 100th … occurrence."""
     c = F[slot, col + d] + 1
@@ -267,13 +274,13 @@ def _signed32(x):
     return x - 0x100000000 if x >= 0x80000000 else x
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _rel_seq(F, slot, d, seq):
     """Unwrap a 32-bit sequence number into the endpoint's 64-bit relative sequence space."""
     return F[slot, F_LAST_REL + d] + _signed32(seq - F[slot, F_LAST_RAW + d])
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _tcp_update(H, F, slot, d, flags, seq, ack, window, plen):
     is_orig = d == 0
     p = 1 - d
@@ -376,7 +383,7 @@ def _tcp_update(H, F, slot, d, flags, seq, ack, window, plen):
                 F[slot, F_STATE + p] = TCP_ESTABLISHED
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _icmp_pair(proto, t):
     """(request type, reply type, packet is the reply) for paired ICMP types, else (-1, -1, 0)."""
     if proto == 1:
@@ -406,7 +413,7 @@ def _is_group(hi, lo):
     return (hi >> np.uint64(56)) == np.uint64(0xFF)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _flow_for_packet(K, F, H, used, mask, state, server_ports, EK, EF, EH,
                      s_hi, s_lo, d_hi, d_lo, sport, dport, proto, ipver, flags, seq, ts):
     """Find or create the flow for one packet; returns (slot, is_orig)."""
@@ -499,7 +506,7 @@ def _flow_for_packet(K, F, H, used, mask, state, server_ports, EK, EF, EH,
     return slot, not flip
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _scan_expired(K, F, H, used, mask, state, now, EK, EF, EH):
     cap = mask + 1
     j = 0
@@ -513,7 +520,7 @@ def _scan_expired(K, F, H, used, mask, state, now, EK, EF, EH):
     return True
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _account(F, slot, d, ts, ip_len, plen):
     F[slot, F_LAST_TS] = ts
     F[slot, F_PKTS + d] += 1
@@ -521,7 +528,7 @@ def _account(F, slot, d, ts, ip_len, plen):
     F[slot, F_PAY_BYTES + d] += plen
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _dns_query_like(b, off, n):
     """A well-formed DNS message with one question (header sanity + QNAME walk + class)."""
     if n < 17:
@@ -560,7 +567,7 @@ def _dns_query_like(b, off, n):
     return qtype != 0 and (qclass == 1 or qclass == 255 or qclass == 3 or qclass == 4)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _kernel_service(F, slot, data, off, plen, sport, dport):
     if sport == 53 or dport == 53:
         if _dns_query_like(data, off, plen):
@@ -570,7 +577,7 @@ def _kernel_service(F, slot, data, off, plen, sport, dport):
             F[slot, F_SVC] = SVC_MDNS
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _sample(F, slot, d, data, off, plen, S, arena, state):
     """Keep the first payloads of each direction for DPI (copied: the batch buffer is reused)."""
     if plen <= 0 or F[slot, F_SAMPLES + d] >= SAMPLE_PACKETS:
@@ -582,7 +589,8 @@ def _sample(F, slot, d, data, off, plen, S, arena, state):
     a = state[S_ARENA_USED]
     if a + take > arena.shape[0]:
         return False
-    arena[a : a + take] = data[off : off + take]
+    for k in range(take):
+        arena[a + k] = data[off + k]
     S[n, 0] = F[slot, F_FID]
     S[n, 1] = d
     S[n, 2] = a
