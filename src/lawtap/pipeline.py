@@ -181,10 +181,10 @@ class Analyzer:
             return
         data, A, D = decode(batch, self.defrag, st)
         status = D[:, dk.C_STATUS]
-        PF, POF, PD = self.engine.run(data, A, D, batch.ts)
+        PF, POF, PD, PS = self.engine.run(data, A, D, batch.ts)
         self._last_ts = max(self._last_ts, int(batch.ts[-1]))
         if self.dispatcher is not None:
-            self.dispatcher.batch(data, A, D, batch.ts, PF, PD)
+            self.dispatcher.batch(data, A, D, batch.ts, PF, PD, PS)
             if self.calls is not None:
                 self.calls.tick(self._last_ts / 1e9)
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 TS = pa.timestamp("us", tz="UTC")
@@ -92,6 +93,22 @@ class StreamAnalyzer:
     # UDP: one datagram.
     def datagram(self, is_orig: bool, data: bytes, ts: float) -> None:
         """One UDP payload."""
+
+    def datagram_batch(self, data: np.ndarray, offs: np.ndarray, lens: np.ndarray, is_orig: np.ndarray,
+                       times: np.ndarray) -> None:
+        """Several UDP payloads of this flow at once, in capture order.
+
+        ``data`` is the batch buffer (uint8); payload ``k`` is ``data[offs[k]:offs[k] + lens[k]]``,
+        sent by the originator when ``is_orig[k]``, at ``times[k]`` (seconds). The dispatcher
+        hands each flow its datagrams of a batch in one call, so an analyzer with a vectorized
+        path (RTP) can override this; the default feeds them to :meth:`datagram` one by one and
+        stops early when the analyzer says it is ``done``.
+        """
+        mv = memoryview(data)
+        for off, n, orig, t in zip(offs.tolist(), lens.tolist(), is_orig.tolist(), times.tolist()):
+            self.datagram(bool(orig), bytes(mv[off : off + n]), t)
+            if getattr(self, "done", False):
+                return
 
     def finish(self, ts: float) -> None:
         """The connection ended (FIN/RST, timeout or end of input): flush partial state."""

@@ -89,19 +89,25 @@ def make_uid(salt: bytes, fid: int, prefix: str = "C") -> str:
     return _uid_from_keys(int.from_bytes(salt[:8], "little"), int.from_bytes(salt[8:16], "little"), fid, prefix)
 
 
+# Base62 digit pairs, least significant first: one divmod by 62**2 yields two uid characters.
+_B62_PAIRS = [_BASE62[r % 62] + _BASE62[r // 62] for r in range(62 * 62)]
+
+
 def _uid_from_keys(k1: int, k2: int, fid: int, prefix: str = "C") -> str:
     f = fid & _MASK
     h1 = _mix64_int(f ^ k1)
     h2 = _mix64_int(h1 ^ k2 ^ ((f * 0x9E3779B97F4A7C15) & _MASK))
-    out = [prefix]
+    pairs = _B62_PAIRS
     v = h1 % 62**10
-    for _ in range(10):
-        v, r = divmod(v, 62)
-        out.append(_BASE62[r])
+    out = [prefix]
+    for _ in range(5):
+        v, r = divmod(v, 3844)
+        out.append(pairs[r])
     v = h2 % 62**7
-    for _ in range(7):
-        v, r = divmod(v, 62)
-        out.append(_BASE62[r])
+    for _ in range(3):
+        v, r = divmod(v, 3844)
+        out.append(pairs[r])
+    out.append(_BASE62[v])
     return "".join(out)
 
 
@@ -244,16 +250,17 @@ class FlowEngine:
         self.state[ft.S_NO_SAMPLES] = 1
 
     # ---- per batch ----
-    def run(self, data: np.ndarray, A: np.ndarray, D: np.ndarray, ts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Process one decoded batch; returns per-packet (fid, outer_fid, from_orig) columns."""
+    def run(self, data: np.ndarray, A: np.ndarray, D: np.ndarray, ts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Process one decoded batch; returns per-packet (fid, outer_fid, from_orig, kernel service) columns."""
         n = D.shape[0]
         PF = np.empty(n, dtype=np.int64)
         POF = np.empty(n, dtype=np.int64)
         PD = np.empty(n, dtype=np.int8)
+        PS = np.empty(n, dtype=np.int8)
         i = 0
         while True:
             rc, i = ft.process(data, A, D, ts, i, n, self.K, self.F, self.H, self.used, self.state,
-                               self.server_ports, self.EK, self.EF, self.EH, self.S, self.arena, PF, POF, PD)
+                               self.server_ports, self.EK, self.EF, self.EH, self.S, self.arena, PF, POF, PD, PS)
             self.peak_flows = max(self.peak_flows, int(self.state[ft.S_COUNT]))
             if rc == ft.RC_DONE:
                 break
@@ -264,7 +271,7 @@ class FlowEngine:
                 self._drain_ended()
         self._drain_samples()
         self._drain_ended()
-        return PF, POF, PD
+        return PF, POF, PD, PS
 
     def finish(self) -> None:
         """End every live flow (end of input, or interruption)."""

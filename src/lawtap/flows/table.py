@@ -602,11 +602,12 @@ def _sample(F, slot, d, data, off, plen, S, arena, state):
 
 
 @njit(cache=True)
-def process(data, A, D, ts, start, n, K, F, H, used, state, server_ports, EK, EF, EH, S, arena, PF, POF, PD):
+def process(data, A, D, ts, start, n, K, F, H, used, state, server_ports, EK, EF, EH, S, arena, PF, POF, PD, PS):
     """Run packets ``start..n-1`` of a decoded batch through the table.
 
-    Per packet it fills ``PF`` (flow id, -1 if none), ``POF`` (tunnel flow id) and ``PD``
-    (1 when the packet travels from the originator, 0 from the responder).
+    Per packet it fills ``PF`` (flow id, -1 if none), ``POF`` (tunnel flow id), ``PD``
+    (1 when the packet travels from the originator, 0 from the responder) and ``PS`` (the
+    service the kernel recognised for the packet's flow, ``SVC_*``, 0 when DPI must decide).
 
     Returns ``(rc, i)``: ``RC_DONE`` with ``i == n``, or a request to Python (grow the table,
     drain the ended buffer or the sample arena) and the packet index to resume from.
@@ -627,6 +628,7 @@ def process(data, A, D, ts, start, n, K, F, H, used, state, server_ports, EK, EF
         PF[i] = -1
         POF[i] = -1
         PD[i] = 0
+        PS[i] = 0
         if D[i, dk.C_STATUS] != dk.ST_FLOW:
             continue
         if t - state[S_LAST_SCAN] > SCAN_INTERVAL:
@@ -684,6 +686,7 @@ def process(data, A, D, ts, start, n, K, F, H, used, state, server_ports, EK, EF
         PD[i] = 1 if is_orig else 0
         if proto == 17 and plen > 0 and F[slot, F_SVC] == 0 and F[slot, F_SAMPLES] + F[slot, F_SAMPLES + 1] == 0:
             _kernel_service(F, slot, data, D[i, dk.C_PAY_OFF], plen, D[i, dk.C_SPORT], D[i, dk.C_DPORT])
+        PS[i] = F[slot, F_SVC]
         if proto != 1 and proto != 58 and state[S_NO_SAMPLES] == 0 and F[slot, F_SVC] == 0:
             _sample(F, slot, d, data, D[i, dk.C_PAY_OFF], plen, S, arena, state)
     return RC_DONE, n

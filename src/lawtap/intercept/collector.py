@@ -139,7 +139,7 @@ class Collector:
         if n == 0:
             return
         data, A, D = decode(batch, self.defrag)  # fragments of a target's datagram are reassembled
-        PF, _POF, PD = self.engine.run(data, A, D, batch.ts)
+        PF, _POF, PD, PS = self.engine.run(data, A, D, batch.ts)
         self.stats.packets_seen += n
         self._learn_identities(batch, data, A, D, PF, PD)
         cand = self._candidates(A, D, batch.ts, PF)

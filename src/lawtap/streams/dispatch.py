@@ -21,6 +21,7 @@ the flow id; the pipeline turns flow ids into uids.
 from __future__ import annotations
 
 import ipaddress
+from socket import inet_ntoa
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +30,8 @@ import numpy as np
 
 from lawtap.analyzers.base import ConnInfo, FileObject, StreamAnalyzer
 from lawtap.decode import kernel as dk
+from lawtap.flows.table import SERVICE_NAMES
+from lawtap.jit import njit
 from lawtap.streams.reassembly import Data, Gap, TcpStream
 
 UNDECIDED, ANALYZING, IGNORED = 0, 1, 2
@@ -51,12 +54,36 @@ class _Flow:
     payloads: int = 0
     resniff: list[tuple] | None = None  # reassembled (is_orig, bytes, ts) after an analyzer quit
     resniffed: bool = False
+    kernel_service: str = ""  # named by the flow kernel (DNS): DPI is not asked
 
 
 def _addr(hi: int, lo: int) -> str:
     if hi == 0 and (lo >> 32) == 0xFFFF:
-        return str(ipaddress.IPv4Address(lo & 0xFFFFFFFF))
+        return inet_ntoa((lo & 0xFFFFFFFF).to_bytes(4, "big"))
     return str(ipaddress.IPv6Address((hi << 64) | lo))
+
+
+def _group_by_flow(idx: np.ndarray, fids: np.ndarray) -> np.ndarray:
+    """Reorder packet indices so each flow's packets are contiguous (in capture order), flows
+    ordered by their first packet."""
+    uniq, first, inverse = np.unique(fids, return_index=True, return_inverse=True)
+    if len(uniq) == len(fids):
+        return idx
+    rank = np.empty(len(uniq), dtype=np.int64)
+    rank[np.argsort(first, kind="stable")] = np.arange(len(uniq))
+    return idx[np.argsort(rank[inverse], kind="stable")]
+
+
+@njit(cache=True)
+def gather_payloads(data, offs, lens, out):
+    """Copy ``data[offs[k]:offs[k] + lens[k]]`` for every k, back to back, into ``out``."""
+    p = 0
+    for k in range(offs.shape[0]):
+        n = lens[k]
+        o = offs[k]
+        for j in range(n):
+            out[p + j] = data[o + j]
+        p += n
 
 
 class StreamDispatcher:
@@ -80,7 +107,18 @@ class StreamDispatcher:
         self.services: dict[int, str] = {}  # fid -> DPI's answer, for conn.service
 
     # ---- per batch ----
-    def batch(self, data: np.ndarray, A: np.ndarray, D: np.ndarray, ts: np.ndarray, PF: np.ndarray, PD: np.ndarray) -> None:
+    def batch(self, data: np.ndarray, A: np.ndarray, D: np.ndarray, ts: np.ndarray, PF: np.ndarray, PD: np.ndarray,
+              PS: np.ndarray | None = None) -> None:
+        """Hand a decoded batch's payloads to the analyzers, flow by flow.
+
+        Python work is per flow and per *run*, not per packet: the selected packets are grouped
+        by flow (flows in the order of their first packet in the batch, so a control connection
+        announcing a data channel, or SIP announcing RTP, is handled before the flow it
+        announces), consecutive in-sequence TCP segments of one direction are merged into one
+        segment (their payloads gathered once by a kernel), and an analyzed UDP flow gets all
+        its datagrams of the batch in one :meth:`StreamAnalyzer.datagram_batch` call.
+        ``PS`` carries the service the flow kernel already recognised (DNS), which spares DPI.
+        """
         if not self.registry:
             return
         top = int(PF.max(initial=-1))
@@ -96,34 +134,94 @@ class StreamDispatcher:
         if not len(idx):
             return
         idx = idx[self.state[PF[idx]] != IGNORED]
+        if not len(idx):
+            return
         self.analyzed_packets += len(idx)
-        # Columns as Python lists: indexing numpy scalars one by one costs more than the work.
-        fids = PF[idx].tolist()
-        origs = PD[idx].tolist()
-        offs = D[idx, dk.C_PAY_OFF].tolist()
-        lens = D[idx, dk.C_PAY_LEN].tolist()
-        seqs = D[idx, dk.C_SEQ].tolist()
+        idx = _group_by_flow(idx, PF[idx])
+        n = len(idx)
+        fid_a = PF[idx]
+        dir_a = PD[idx]
+        off_a = D[idx, dk.C_PAY_OFF]
+        len_a = D[idx, dk.C_PAY_LEN]
+        seq_a = D[idx, dk.C_SEQ]
+        flag_a = D[idx, dk.C_FLAGS]
+        time_a = ts[idx] / 1e9
+        tcp_a = D[idx, dk.C_PROTO] == 6
+        # Runs: consecutive TCP segments of one flow and direction, each starting where the
+        # previous ended, without SYN/FIN/RST, become one segment.
+        plain = tcp_a & (len_a > 0) & ((flag_a & 0x07) == 0)
+        joins = np.zeros(n, dtype=np.bool_)
+        joins[1:] = (plain[1:] & plain[:-1] & (fid_a[1:] == fid_a[:-1]) & (dir_a[1:] == dir_a[:-1])
+                     & (seq_a[1:] == ((seq_a[:-1] + len_a[:-1]) & 0xFFFFFFFF)))
+        run_starts = np.flatnonzero(~joins)
+        run_end = np.empty(n, dtype=np.int64)  # per position: where the run containing it ends
+        ends = np.append(run_starts[1:], n)
+        run_end[:] = np.repeat(ends, np.diff(np.append(run_starts, n)))
+        # Merged runs read their bytes from one gathered buffer; single segments stay zero-copy.
+        g_len = np.where(tcp_a, len_a, 0)
+        g_pos = np.zeros(n + 1, dtype=np.int64)
+        np.cumsum(g_len, out=g_pos[1:])
+        gathered = memoryview(b"")
+        if np.any(joins):
+            buf = np.empty(int(g_pos[-1]), dtype=np.uint8)
+            gather_payloads(data, off_a, g_len, buf)
+            gathered = memoryview(buf)
+
+        group_starts = np.flatnonzero(np.append(True, fid_a[1:] != fid_a[:-1])).tolist()
+        group_ends = group_starts[1:] + [n]
+        fids = fid_a.tolist()
+        origs = dir_a.tolist()
+        offs = off_a.tolist()
+        lens = len_a.tolist()
+        seqs = seq_a.tolist()
         acks = D[idx, dk.C_ACK].tolist()
-        flags = D[idx, dk.C_FLAGS].tolist()
-        times = (ts[idx] / 1e9).tolist()
+        flags = flag_a.tolist()
+        times = time_a.tolist()
+        run_ends = run_end.tolist()
+        gpos = g_pos.tolist()
+        kernel_svc = PS[idx].tolist() if PS is not None else None
         mv = memoryview(data)
         flows = self.flows
         state = self.state
-        for k, fid in enumerate(fids):
+        for a, b in zip(group_starts, group_ends):
+            fid = fids[a]
             flow = flows.get(fid)
             if flow is None:
                 if state[fid] == IGNORED:
-                    continue  # ignored earlier in this same batch
-                i = int(idx[k])
-                flow = self._new_flow(fid, A[i], D[i], bool(origs[k]))
+                    continue
+                i = int(idx[a])
+                flow = self._new_flow(fid, A[i], D[i], bool(origs[a]))
+                if kernel_svc is not None and kernel_svc[a]:
+                    flow.kernel_service = SERVICE_NAMES.get(kernel_svc[a], "")
                 if self.channels:
-                    self._claim_channel(fid, flow, times[k])
-            off = offs[k]
-            payload = mv[off : off + lens[k]]
-            if flow.analyzer is None and flow.resniff is None:
-                self._pending(fid, flow, bool(origs[k]), seqs[k], acks[k], flags[k], payload, times[k])
-            else:
-                self._feed(fid, flow, bool(origs[k]), seqs[k], acks[k], flags[k], payload, times[k])
+                    self._claim_channel(fid, flow, times[a])
+            k = a
+            # Undecided flows go packet by packet until DPI names them (or gives up).
+            while k < b and flow.analyzer is None and flow.resniff is None:
+                off = offs[k]
+                self._pending(fid, flow, bool(origs[k]), seqs[k], acks[k], flags[k], mv[off : off + lens[k]], times[k])
+                k += 1
+                if state[fid] == IGNORED:
+                    break
+            if k >= b or state[fid] == IGNORED:
+                continue
+            if flow.stream is None and flow.analyzer is not None:
+                an = flow.analyzer
+                an.datagram_batch(data, off_a[k:b], len_a[k:b], dir_a[k:b].astype(np.bool_), time_a[k:b])
+                self._after_feed(fid, flow, an, times[b - 1])
+                continue
+            while k < b:
+                e = run_ends[k]
+                if e - k == 1:
+                    off = offs[k]
+                    payload = mv[off : off + lens[k]]
+                else:
+                    payload = gathered[gpos[k] : gpos[e]]
+                last = e - 1
+                self._feed(fid, flow, bool(origs[k]), seqs[k], acks[last], flags[last], payload, times[k])
+                k = e
+                if state[fid] == IGNORED:
+                    break
 
     def end(self, fids: list[int], ts: float) -> None:
         """Flows ended in the flow table: flush their streams and analyzers."""
@@ -199,8 +297,8 @@ class StreamDispatcher:
     def _decide(self, fid: int, flow: _Flow, final: bool) -> None:
         orig = [p[4][:PENDING_BYTES] for p in flow.pending if p[0] and p[4]]
         resp = [p[4][:PENDING_BYTES] for p in flow.pending if not p[0] and p[4]]
-        service = ""
-        if self.media_hint is not None and flow.proto == 17:
+        service = flow.kernel_service
+        if not service and self.media_hint is not None and flow.proto == 17:
             service = self.media_hint(flow.conn) or ""
         if not service:
             service = self._classify(flow, orig, resp)
@@ -229,6 +327,10 @@ class StreamDispatcher:
             self._deliver(fid, flow, flow.stream.packet(is_orig, seq, ack, flags, payload, t))
         else:
             an.datagram(is_orig, bytes(payload), t)
+        self._after_feed(fid, flow, an, t)
+
+    def _after_feed(self, fid: int, flow: _Flow, an: StreamAnalyzer, t: float) -> None:
+        """Collect what the analyzer produced; retire it (or re-sniff for STARTTLS) when done."""
         if an.records or an.files or an.weirds or getattr(an, "expected_channels", None):
             self._drain(fid, flow)
         if getattr(an, "done", False):
