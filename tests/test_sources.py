@@ -187,6 +187,23 @@ def test_batch_data_is_a_reused_buffer(tmp_path):
     assert np.shares_memory(first.data, second.data)
 
 
+@pytest.mark.parametrize("max_bytes", [256, 1024, 4096])
+def test_rotating_buffers_keep_recent_batches_intact(tmp_path, max_bytes):
+    """With ``buffers=3`` a consumer may hold the two previous batches (a reader thread one
+    batch ahead): their bytes must not change while later batches are read."""
+    pk = sample_packets(400)
+    path = write(tmp_path, "ring.pcap", pcap_file(pk))
+    held: list[tuple[PacketBatch, list[bytes]]] = []
+    got: list[bytes] = []
+    for b in open_capture(path).batches(max_bytes=max_bytes, buffers=3):
+        for kept, copies in held:
+            assert [kept.packet(i) for i in range(len(kept))] == copies
+        copies = [b.packet(i) for i in range(len(b))]
+        got.extend(copies)
+        held = (held + [(b, copies)])[-2:]
+    assert got == [d for _, d, _ in pk]
+
+
 def test_pcap_truncated_last_record_is_a_weird(tmp_path):
     pk = sample_packets(12)
     raw = pcap_file(pk)

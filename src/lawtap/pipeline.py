@@ -171,15 +171,21 @@ class Analyzer:
             self.engine.share_services(self.dispatcher.services)
             self.artifacts = ArtifactStore(artifact_root)
 
-    def process(self, batch: PacketBatch) -> Iterator[tuple[str, pa.RecordBatch]]:
-        """Analyze one batch; yields (record type, record batch) pairs to write."""
+    def decode(self, batch: PacketBatch) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """The decode stage alone (may run in a reader thread, ahead of :meth:`process`)."""
+        return decode(batch, self.defrag, self.stats) if len(batch) else None
+
+    def process(self, batch: PacketBatch, decoded: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+                ) -> Iterator[tuple[str, pa.RecordBatch]]:
+        """Analyze one batch (``decoded``: what :meth:`decode` returned for it, if already run);
+        yields (record type, record batch) pairs to write."""
         n = len(batch)
         st = self.stats
         if batch.weirds:
             yield "weird", self._reader_weirds(batch)
         if n == 0:
             return
-        data, A, D = decode(batch, self.defrag, st)
+        data, A, D = decoded if decoded is not None else decode(batch, self.defrag, st)
         status = D[:, dk.C_STATUS]
         PF, POF, PD, PS = self.engine.run(data, A, D, batch.ts)
         self._last_ts = max(self._last_ts, int(batch.ts[-1]))
@@ -351,7 +357,6 @@ def run_analysis(
     """
     from lawtap.progress import Progress
     from lawtap.sinks import CaseWriter, SourceInfo
-    from lawtap.sources import merge_batches
 
     classify = None
     if dpi:
@@ -375,8 +380,8 @@ def run_analysis(
     try:
         with Progress(total, enabled=progress) as bar:
             try:
-                for batch in merge_batches(sources):
-                    for type_name, rb in analyzer.process(batch):
+                for batch, decoded in _read_ahead(sources, analyzer):
+                    for type_name, rb in analyzer.process(batch, decoded):
                         writer.write(type_name, rb)
                     bar.update(sum(int(getattr(s, "bytes_read", 0) or 0) for s in sources), analyzer.stats.packets)
             except KeyboardInterrupt:
@@ -392,3 +397,66 @@ def run_analysis(
     if interrupted:
         raise KeyboardInterrupt
     return analyzer.stats
+
+
+class _ReaderFailed:
+    """Carries an exception from the reader thread to the consumer."""
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+def _read_ahead(sources: list, analyzer: Analyzer, depth: int = 1) -> Iterator[tuple[PacketBatch, tuple | None]]:
+    """Read and decode batches in a thread, ``depth`` batches ahead of the caller.
+
+    Why: reading (``readinto``), indexing and decoding are kernels and system calls that release
+    the GIL, so on a multi-core machine they overlap with the flow table, the analyzers and the
+    Parquet writer of the previous batch. The read buffers rotate (``buffers = depth + 2``) so a
+    batch's bytes stay valid while it is processed. Live captures keep the plain, in-thread
+    loop: their source already buffers in libpcap, and Ctrl-C must reach it directly.
+    """
+    import queue
+    import threading
+
+    from lawtap.sources import merge_batches
+
+    if any(getattr(s, "format", "live") == "live" for s in sources):
+        for batch in merge_batches(sources):
+            yield batch, None
+        return
+    items: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    end = object()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                items.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def work() -> None:
+        try:
+            for batch in merge_batches(sources, buffers=depth + 2):
+                if not put((batch, analyzer.decode(batch))):
+                    return
+        except BaseException as e:  # noqa: BLE001 - handed to the consumer, which re-raises it
+            put(_ReaderFailed(e))
+            return
+        put(end)
+
+    thread = threading.Thread(target=work, name="lawtap-reader", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = items.get()
+            if item is end:
+                return
+            if isinstance(item, _ReaderFailed):
+                raise item.error
+            yield item
+    finally:
+        stop.set()
+        thread.join(timeout=5)

@@ -618,7 +618,7 @@ def _gtpu(b, p, end, A, D, i):
     return (_NEXT_IP4 if nib == 4 else _NEXT_IP6), q, end
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def decode_batch(data, offset, caplen, linktype, A, D):
     """Decode ``n`` packets into ``A``/``D`` (preallocated; see module docstring)."""
     n = offset.shape[0]

@@ -383,10 +383,8 @@ class FlowEngine:
             tunnel_parents = pa.array([[u] if p else None for u, p in zip(parent_uids, has_parent.tolist())], type=pa.list_(pa.string()))
         else:
             tunnel_parents = pa.nulls(n, type=pa.list_(pa.string()))
-        protos = proto.tolist()
         states = conn_states(proto, EF[:, ft.F_STATE], EF[:, ft.F_STATE + 1], sizes[0], sizes[1], hist_bytes)
-        services = self._services(fids.tolist(), protos, orig_p.tolist(), resp_p.tolist(), EF[:, ft.F_TUN_KIND].tolist(),
-                                  EF[:, ft.F_SVC].tolist())
+        services = self._services(fids, proto, orig_p, resp_p, EF[:, ft.F_TUN_KIND], EF[:, ft.F_SVC])
         first = EF[:, ft.F_FIRST_TS]
         duration = (EF[:, ft.F_LAST_TS] - first) / 1e9
         vlan = EF[:, ft.F_VLAN]
@@ -418,32 +416,45 @@ class FlowEngine:
         }
         return pa.RecordBatch.from_pydict(cols, schema=CONN)
 
-    def _services(self, fids: list[int], protos: list[int], orig_p: list[int], resp_p: list[int], tun: list[int],
-                  kernel_svc: list[int]) -> list[str | None]:
-        out: list[str | None] = []
-        pop = self.samples.pop
-        classify = self.classify
+    def _services(self, fids: np.ndarray, protos: np.ndarray, orig_p: np.ndarray, resp_p: np.ndarray, tun: np.ndarray,
+                  kernel_svc: np.ndarray) -> pa.Array:
+        """``conn.service`` per flow: tunnel type, the flow kernel's answer, the dispatcher's, or DPI
+        on the kept samples. Python only visits flows the kernel did not name (vectorized
+        because most flows of a large capture are DNS, which the kernel names)."""
+        n = fids.shape[0]
+        out = np.full(n, None, dtype=object)
+        for kind, name in _TUNNEL_SERVICE.items():
+            out[tun == kind] = name
         known = self.known_services
-        for fid, proto, op, rp, tk, ks in zip(fids, protos, orig_p, resp_p, tun, kernel_svc):
+        by_kernel = (tun == 0) & (kernel_svc != 0)
+        if known is None:
+            for code, name in ft.SERVICE_NAMES.items():
+                out[by_kernel & (kernel_svc == code)] = name
+            rest = np.flatnonzero((tun == 0) & (kernel_svc == 0))
+        else:  # the stream dispatcher already classified these flows
+            rest = np.flatnonzero(tun == 0)
+        pop = self.samples.pop
+        if self.samples:
+            for fid in fids[tun != 0].tolist():
+                pop(fid, None)
+            if known is None:
+                for fid in fids[by_kernel].tolist():
+                    pop(fid, None)
+        classify = self.classify
+        for r, fid, proto, op, rp in zip(rest.tolist(), fids[rest].tolist(), protos[rest].tolist(),
+                                         orig_p[rest].tolist(), resp_p[rest].tolist()):
             entry = pop(fid, None)
-            if tk:
-                out.append(_TUNNEL_SERVICE.get(tk))
-                continue
-            if ks and known is None:  # recognised in the flow kernel already
-                out.append(ft.SERVICE_NAMES[ks])
-                continue
-            if known is not None:  # the stream dispatcher already classified this flow
-                out.append(known.pop(fid, None) or None)
+            if known is not None:
+                out[r] = known.pop(fid, None) or None
                 continue
             if entry is None or classify is None or proto not in (6, 17, 132):
-                out.append(None)
                 continue
             try:
                 svc = classify(_PROTO_NAMES[proto], op, rp, entry[0], entry[1])
             except Exception:  # a detector bug must not lose the flow; DPI is fuzzed separately
                 svc = ""
-            out.append(svc or None)
-        return out
+            out[r] = svc or None
+        return pa.array(out, type=pa.string())
 
     def _tunnel_batch(self, EK: np.ndarray, EF: np.ndarray) -> pa.RecordBatch:
         orig_h, orig_p, resp_h, resp_p = self._endpoints(EK, EF)

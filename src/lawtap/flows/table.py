@@ -601,7 +601,7 @@ def _sample(F, slot, d, data, off, plen, S, arena, state):
     return True
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def process(data, A, D, ts, start, n, K, F, H, used, state, server_ports, EK, EF, EH, S, arena, PF, POF, PD, PS):
     """Run packets ``start..n-1`` of a decoded batch through the table.
 
@@ -692,7 +692,7 @@ def process(data, A, D, ts, start, n, K, F, H, used, state, server_ports, EK, EF
     return RC_DONE, n
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def flush_all(K, F, H, used, state, EK, EF, EH):
     """End every live flow (end of input); returns False when the ended buffer filled first."""
     mask = K.shape[0] - 1
@@ -707,7 +707,7 @@ def flush_all(K, F, H, used, state, EK, EF, EH):
     return True
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def rehash(K, F, H, used, K2, F2, H2, used2):
     mask2 = K2.shape[0] - 1
     for j in range(K.shape[0]):

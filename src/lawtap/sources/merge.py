@@ -187,13 +187,15 @@ def _label(source: object) -> str | None:
 def merge_batches(
     sources: Sequence[BatchSource | str | os.PathLike[str]],
     max_bytes: int = DEFAULT_MAX_BYTES,
+    buffers: int = 1,
 ) -> Iterator[PacketBatch]:
     """Merge ``sources`` (CaptureSource/LiveSource objects or paths) by timestamp.
 
     Paths are opened with ``file_id`` = their index in ``sources``. With a single source its
     batches pass through untouched (no copy, same buffer-reuse rule as the source); otherwise
     every batch is a fresh buffer the consumer may keep. With several inputs, weird details are
-    prefixed with the file they come from.
+    prefixed with the file they come from. ``buffers`` > 1 lets a consumer keep that many
+    batches of a single capture file at once (see ``CaptureSource.batches``).
     """
     srcs: list[BatchSource] = [
         open_capture(s, file_id=i) if isinstance(s, (str, os.PathLike)) else s
@@ -202,7 +204,10 @@ def merge_batches(
     if not srcs:
         return
     if len(srcs) == 1:
-        yield from srcs[0].batches(max_bytes)
+        if buffers > 1 and getattr(srcs[0], "format", "live") != "live":  # live sources buffer themselves
+            yield from srcs[0].batches(max_bytes, buffers=buffers)
+        else:
+            yield from srcs[0].batches(max_bytes)
         return
     per_source = max(max_bytes // len(srcs), MIN_SOURCE_BYTES)
     cursors = [_Cursor(s, per_source, _label(s)) for s in srcs]

@@ -147,19 +147,21 @@ class CaptureSource:
 
     # -- the read loop ----------------------------------------------------------------------
 
-    def batches(self, max_bytes: int = DEFAULT_MAX_BYTES) -> Iterator[PacketBatch]:
+    def batches(self, max_bytes: int = DEFAULT_MAX_BYTES, buffers: int = 1) -> Iterator[PacketBatch]:
         """Yield the capture's packets in file order, about ``max_bytes`` of buffer per batch.
 
         A batch's ``data`` is a view of a reusable read buffer: finish with a batch (or copy what
-        you keep) before asking for the next one; the columns are fresh arrays and can be kept.
+        you keep) before asking for the ``buffers``-th next one (with the default, before asking
+        for the next); the columns are fresh arrays and can be kept. A reader running ahead of
+        its consumer (a prefetch thread ``q`` batches ahead) needs ``buffers = q + 2``.
         A batch may have no packets but carry ``weirds`` (damage found after the last packet).
         Each call starts again from the beginning of the file.
         """
         raw, stream = self._open_stream()
         with raw, stream:
-            yield from self._drive(raw, stream, max(int(max_bytes), 64))
+            yield from self._drive(raw, stream, max(int(max_bytes), 64), max(int(buffers), 1))
 
-    def _drive(self, raw: BinaryIO, stream: BinaryIO, max_bytes: int) -> Iterator[PacketBatch]:
+    def _drive(self, raw: BinaryIO, stream: BinaryIO, max_bytes: int, buffers: int = 1) -> Iterator[PacketBatch]:
         """Read ``READ_CHUNK`` at a time into the batch buffer, indexing each piece at once.
 
         Indexing right after each read finds the record headers still in CPU cache, which
@@ -169,6 +171,8 @@ class CaptureSource:
         """
         cap = max_bytes if self.compressed else min(max_bytes, max(self.size, 64))
         buf = np.empty(cap, np.uint8)
+        ring: list[np.ndarray | None] = [buf] + [None] * (buffers - 1)  # buffers taken in turn
+        turn = 0
         cols = Columns(min(max(max_bytes // 128, 16), 1 << 18))
         indexer = self._indexer()
         fid = self.file_id
@@ -202,12 +206,17 @@ class CaptureSource:
                 if n or weirds:
                     yield cols.batch(buf[:pos], n, fid, weirds)
                     n, weirds = 0, []
-                if res.need > size:
-                    grown = np.empty(max(res.need, 2 * size), np.uint8)
-                    grown[: fill - pos] = buf[pos:fill]
-                    buf = grown
-                else:
+                # The partial record at the end moves to the front of the next buffer in turn
+                # (the same one unless a consumer runs behind: see ``batches``).
+                turn = (turn + 1) % buffers
+                nxt = ring[turn]
+                if res.need > size or nxt is None or nxt.shape[0] < size:
+                    nxt = ring[turn] = np.empty(max(res.need, 2 * size) if res.need > size else size, np.uint8)
+                if nxt is buf:
                     buf[: fill - pos] = buf[pos:fill]
+                else:
+                    nxt[: fill - pos] = buf[pos:fill]
+                    buf = nxt
                 base += pos
                 fill -= pos
                 pos = 0

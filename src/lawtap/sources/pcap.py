@@ -151,7 +151,7 @@ S_POS, S_N, S_STATUS, S_AUX, S_AUX2, S_LAST_SEC, S_RESYNC, S_NEED = range(8)
 ST_MORE, ST_FULL, ST_DONE, ST_BAD_CAPLEN, ST_TRUNCATED, ST_RESYNCED, ST_RESYNC_FAILED = range(7)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _u32(b, p, big):
     if big:
         return (
@@ -168,7 +168,7 @@ def _u32(b, p, big):
     )
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _plausible(b, p, big, frac_lim, last_sec):
     """Could a record header start at ``p``? Used only while resyncing after damage."""
     cl = _u32(b, p + 8, big)
@@ -184,7 +184,7 @@ def _plausible(b, p, big, frac_lim, last_sec):
     return True
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _resync(b, fill, eof, big, frac_lim, hdr, st):
     """Scan byte by byte for a plausible record followed by another plausible one (or EOF)."""
     p = st[S_POS]
@@ -219,7 +219,7 @@ def _resync(b, fill, eof, big, frac_lim, hdr, st):
         st[S_STATUS] = ST_MORE
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def index_pcap(
     b, fill, eof, base, big, frac_mul, hdr, linktype, st, off, cap, wire, ts, lt, fo, nmax
 ):

@@ -167,7 +167,7 @@ S_POS, S_N, S_STATUS, S_AUX, S_AUX2, S_AUX3, S_LAST_TS, S_RESYNC, S_NEED = range
 K_BAD_LEN, K_MISMATCH, K_TRUNC, K_UNKNOWN_IF, K_CAPLEN_OVER, K_CAPLEN_BIG, K_SHORT = range(1, 8)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _u32(b, p, big):
     if big:
         return (
@@ -184,14 +184,14 @@ def _u32(b, p, big):
     )
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _u16(b, p, big):
     if big:
         return (np.int64(b[p]) << 8) | np.int64(b[p + 1])
     return np.int64(b[p]) | (np.int64(b[p + 1]) << 8)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _to_ns(ifs, i, units):
     mode = ifs[i, IF_MODE]
     if mode == TS_DEC_MUL:
@@ -205,7 +205,7 @@ def _to_ns(ifs, i, units):
     return t + ifs[i, IF_OFFSET_NS]
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _resync(b, fill, eof, big, n_if, st):
     """Find the next block whose type is known, length sane and trailing length equal."""
     p = st[S_POS]
@@ -252,7 +252,7 @@ def _resync(b, fill, eof, big, n_if, st):
         p += 1
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def index_pcapng(b, fill, eof, base, big, ifs, n_if, st, off, cap, wire, ts, lt, fo, nmax):
     """Walk blocks in ``b[st[S_POS]:fill]``; packets go to the columns, the rest is skipped.
 

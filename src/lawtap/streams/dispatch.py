@@ -74,7 +74,7 @@ def _group_by_flow(idx: np.ndarray, fids: np.ndarray) -> np.ndarray:
     return idx[np.argsort(rank[inverse], kind="stable")]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def gather_payloads(data, offs, lens, out):
     """Copy ``data[offs[k]:offs[k] + lens[k]]`` for every k, back to back, into ``out``."""
     p = 0
