@@ -381,8 +381,9 @@ def test_close_is_idempotent_and_refuses_existing_case(tmp_path: Path) -> None:
 def test_interrupt_during_write_leaves_readable_parquet(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A real SIGINT arriving while a row group is written is held until the group (and its
-    JSON lines) is complete, then raised; close() in finally still finishes every file."""
+    """A real SIGINT arriving while a row group is written (by the writer thread) never cuts
+    it: the interrupt reaches the caller, close() in finally still writes every accepted row
+    exactly once, in order, in Parquet and JSON alike."""
     original = pq.ParquetWriter.write_table
     calls = []
 
@@ -403,10 +404,12 @@ def test_interrupt_during_write_leaves_readable_parquet(
         finally:
             writer.close({"note": "stopped"}, interrupted=True)
     table = pq.read_table(tmp_path / "c" / "conn.parquet")
-    assert table.column("uid").to_pylist() == ["CA", "CB", "CT", "CI"]
-    assert pq.ParquetFile(tmp_path / "c" / "conn.parquet").metadata.num_row_groups == 2
+    uids = table.column("uid").to_pylist()
+    # The interrupt lands in the main thread after the 2nd or the 3rd write() call.
+    assert uids in (["CA", "CB", "CT", "CI"], ["CA", "CB", "CT", "CI", "CC"])
+    assert pq.ParquetFile(tmp_path / "c" / "conn.parquet").metadata.num_row_groups == (len(uids) + 1) // 2
     log = (tmp_path / "c" / "conn.log").read_text().splitlines()
-    assert [json.loads(line)["uid"] for line in log] == ["CA", "CB", "CT", "CI"]
+    assert [json.loads(line)["uid"] for line in log] == uids
     meta = read_case_meta(tmp_path / "c")
     assert meta["interrupted"] is True and meta["complete"] is False
     assert pq.read_table(tmp_path / "c" / "weird.parquet").num_rows == 0

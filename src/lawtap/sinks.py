@@ -25,7 +25,9 @@ import os
 import signal
 import sys
 import threading
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -57,6 +59,7 @@ PARTIAL_SUFFIX = ".partial"
 # Rows buffered per type before a row group is written: big enough for efficient Parquet and
 # vectorised JSON formatting, small enough that memory stays bounded (~tens of MB per type).
 DEFAULT_ROW_GROUP_ROWS = 128 * 1024
+MAX_INFLIGHT = 4  # row groups queued for the writer thread before write() waits
 
 SourceFormat = Literal["pcap", "pcapng", "live"]
 RecordInput = Union[pa.RecordBatch, pa.Table, Mapping[str, Any]]
@@ -739,6 +742,11 @@ class CaseWriter:
         self._logs: dict[str, BinaryIO] = {}
         self._rows: dict[str, int] = {name: 0 for name in SCHEMAS}
         self._closed = False
+        # Row groups are encoded and written by one background thread (Parquet encoding and
+        # compression release the GIL, so they overlap with the next batches' analysis); at most
+        # MAX_INFLIGHT groups wait, which bounds memory. Order per type is kept (one worker).
+        self._pool: ThreadPoolExecutor | None = None
+        self._inflight: deque[Future] = deque()
         self.stats: dict[str, Any] = {}  # counters for case.json when close() gets none
         self._prepare_dir(overwrite)
         # An incomplete case.json from the start marks a crashed run for what it is.
@@ -809,6 +817,7 @@ class CaseWriter:
         """Write every buffered row now (e.g. periodically during a live capture)."""
         for type_name in list(self._buffers):
             self._flush_type(type_name)
+        self._reap(wait_all=True)
 
     def _flush_type(self, type_name: str) -> None:
         """Write buffered rows as row groups.
@@ -825,10 +834,22 @@ class CaseWriter:
             group = pending.slice(0, self.row_group_rows)
             lines = format_json_lines(group) if self.json_logs else None  # before any file
             with _sigint_deferred():
-                self._append_row_group(type_name, group, lines)
+                self._submit(type_name, group, lines)
                 pending = pending.slice(group.num_rows)
                 self._buffers[type_name] = [pending] if pending.num_rows else []
                 self._buffered_rows[type_name] = pending.num_rows
+
+    def _submit(self, type_name: str, group: pa.Table, lines: np.ndarray | None) -> None:
+        """Hand a row group to the writer thread (a failed earlier write raises here)."""
+        self._reap(wait_for_room=True)
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lawtap-writer")
+        self._inflight.append(self._pool.submit(self._append_row_group, type_name, group, lines))
+
+    def _reap(self, wait_for_room: bool = False, wait_all: bool = False) -> None:
+        inflight = self._inflight
+        while inflight and (inflight[0].done() or wait_all or (wait_for_room and len(inflight) >= MAX_INFLIGHT)):
+            inflight.popleft().result()
 
     def _append_row_group(self, type_name: str, group: pa.Table, lines: np.ndarray | None) -> None:
         writer = self._writers.get(type_name)
@@ -865,7 +886,7 @@ class CaseWriter:
         self._closed = True
         errors: list[BaseException] = []
         with _sigint_deferred():
-            for step in (self._flush_all_quietly, self._finish_parquet, self._finish_logs):
+            for step in (self._flush_all_quietly, self._wait_for_writes, self._finish_parquet, self._finish_logs):
                 errors.extend(step())
             errors.extend(self._write_empty_types())
             done = (not interrupted and not errors) if complete is None else complete
@@ -884,6 +905,19 @@ class CaseWriter:
                 self._flush_type(type_name)
             except Exception as exc:  # noqa: BLE001
                 errors.append(exc)
+        return errors
+
+    def _wait_for_writes(self) -> list[BaseException]:
+        """Every submitted row group is written (or its error collected) before files close."""
+        errors: list[BaseException] = []
+        while self._inflight:
+            try:
+                self._inflight.popleft().result()
+            except Exception as exc:  # noqa: BLE001
+                errors.append(exc)
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
         return errors
 
     def _finish_parquet(self) -> list[BaseException]:
