@@ -70,6 +70,10 @@ def main() -> None:
 
     lawtap only reads traffic: it never blocks, injects or alters packets.
     """
+    # pyarrow imports pandas (~0.3 s) on its first array conversion whenever pandas is
+    # installed; no lawtap command uses pandas, so the command's process does without it.
+    if "pandas" not in sys.modules:
+        sys.modules["pandas"] = None  # type: ignore[assignment]
 
 
 @main.command()
