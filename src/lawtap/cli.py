@@ -19,6 +19,18 @@ EXIT_ERROR = 2
 EXIT_INTERRUPTED = 130
 
 
+class _NoPandas:
+    """Import hook that makes ``import pandas`` fail in the ``lawtap`` command's process.
+
+    Why: pyarrow imports pandas (~0.3 s) on its first array conversion whenever pandas is
+    installed, and no lawtap command uses pandas; pyarrow treats the ImportError as "no pandas".
+    """
+
+    def find_spec(self, name: str, path: object = None, target: object = None) -> None:
+        if name == "pandas":
+            raise ModuleNotFoundError("pandas is not used by the lawtap command", name=name)
+
+
 def _fail(message: str) -> None:
     click.echo(f"lawtap: {message}", err=True)
     sys.exit(EXIT_ERROR)
@@ -70,10 +82,8 @@ def main() -> None:
 
     lawtap only reads traffic: it never blocks, injects or alters packets.
     """
-    # pyarrow imports pandas (~0.3 s) on its first array conversion whenever pandas is
-    # installed; no lawtap command uses pandas, so the command's process does without it.
     if "pandas" not in sys.modules:
-        sys.modules["pandas"] = None  # type: ignore[assignment]
+        sys.meta_path.insert(0, _NoPandas())
 
 
 @main.command()

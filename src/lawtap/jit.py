@@ -64,7 +64,7 @@ def materialize(key: int | None = None) -> Any:
         # Replace the stubs wherever they are bound at module level (defining modules and
         # modules that imported them by name).
         for mod in list(sys.modules.values()):
-            if mod is None:  # an import blocked on purpose (see lawtap.cli)
+            if mod is None:
                 continue
             name = getattr(mod, "__name__", "")
             if not name.startswith("lawtap") and mod.__dict__.get("__name__") != "__main__":
