@@ -20,8 +20,6 @@ the flow id; the pipeline turns flow ids into uids.
 
 from __future__ import annotations
 
-import ipaddress
-from socket import inet_ntoa
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +28,7 @@ import numpy as np
 
 from lawtap.analyzers.base import ConnInfo, FileObject, StreamAnalyzer
 from lawtap.decode import kernel as dk
+from lawtap.flows.engine import address_text
 from lawtap.flows.table import SERVICE_NAMES
 from lawtap.jit import njit
 from lawtap.streams.reassembly import Data, Gap, TcpStream
@@ -55,12 +54,6 @@ class _Flow:
     resniff: list[tuple] | None = None  # reassembled (is_orig, bytes, ts) after an analyzer quit
     resniffed: bool = False
     kernel_service: str = ""  # named by the flow kernel (DNS): DPI is not asked
-
-
-def _addr(hi: int, lo: int) -> str:
-    if hi == 0 and (lo >> 32) == 0xFFFF:
-        return inet_ntoa((lo & 0xFFFFFFFF).to_bytes(4, "big"))
-    return str(ipaddress.IPv6Address((hi << 64) | lo))
 
 
 def _group_by_flow(idx: np.ndarray, fids: np.ndarray) -> np.ndarray:
@@ -247,8 +240,8 @@ class StreamDispatcher:
 
     # ---- internals ----
     def _new_flow(self, fid: int, addrs: np.ndarray, row: np.ndarray, is_orig: bool) -> _Flow:
-        src = _addr(int(addrs[0]), int(addrs[1]))
-        dst = _addr(int(addrs[2]), int(addrs[3]))
+        src = address_text(int(addrs[0]), int(addrs[1]))
+        dst = address_text(int(addrs[2]), int(addrs[3]))
         sport, dport = int(row[dk.C_SPORT]), int(row[dk.C_DPORT])
         proto = int(row[dk.C_PROTO])
         if is_orig:
