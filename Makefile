@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 LAWTAP := $(VENV)/bin/lawtap
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-fast bench clean
+.PHONY: demo test test-fast bench clean kernels
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -13,21 +13,26 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[test]'
 	touch $(STAMP)
 
+# Ahead-of-time copies of the packet-path kernels (src/lawtap/aot.py): rebuilt only when their
+# sources changed; without them (no C compiler) lawtap runs the same kernels through numba.
+kernels: $(STAMP)
+	$(PY) -m lawtap.aot build --if-stale
+
 samples/demo.pcap: $(STAMP) src/lawtap/generate.py
 	$(LAWTAP) generate --seed 7 --sessions 300 -o samples/demo.pcap
 
-demo: $(STAMP) samples/demo.pcap
+demo: kernels samples/demo.pcap
 	rm -rf demo-case
 	$(LAWTAP) analyze samples/demo.pcap -o demo-case --json
 	$(LAWTAP) summary demo-case
 
-test: $(STAMP)
+test: kernels
 	$(PY) -m pytest -q -p no:cacheprovider
 
-test-fast: $(STAMP)
+test-fast: kernels
 	$(PY) -m pytest -q -m "not slow" -p no:cacheprovider
 
-bench: $(STAMP)
+bench: kernels
 	$(PY) bench/run.py
 
 clean:

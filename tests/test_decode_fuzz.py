@@ -102,7 +102,7 @@ def test_kernels_under_numba_boundscheck(tmp_path) -> None:
         """
     )
     (tmp_path / "tests_fuzz_driver.py").write_text(open(__file__).read())
-    env = dict(os.environ, NUMBA_BOUNDSCHECK="1", NUMBA_CACHE_DIR=str(tmp_path / "numba-cache"),
+    env = dict(os.environ, NUMBA_BOUNDSCHECK="1", LAWTAP_AOT="0", NUMBA_CACHE_DIR=str(tmp_path / "numba-cache"),
                PYTHONPATH=str(tmp_path) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     res = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=1500)
     assert res.returncode == 0 and "ok" in res.stdout, res.stderr[-3000:]

@@ -1,7 +1,9 @@
 """``njit`` that imports numba only when a kernel is first called.
 
 Why: importing numba and loading cached kernels costs about a second, which every command
-paid even when it decodes nothing (``--help``, an empty capture, a query). Kernels decorated
+paid even when it decodes nothing (``--help``, an empty capture, a query). A stub first asks
+:mod:`lawtap.aot` for an ahead-of-time compiled copy of its kernel (the packet path), which
+needs no numba at all. Kernels decorated
 with :func:`njit` stay plain Python functions wrapped in a :class:`_Lazy` stub until one of
 them is called; then numba is imported and *every* registered function is swapped, in the
 namespace of each module that defined or imported it, for its numba dispatcher — numba
@@ -18,16 +20,27 @@ _compiled: dict[int, Any] = {}  # id(python function) -> dispatcher
 _numba: Any = None
 
 
+_UNSET = object()
+
+
 class _Lazy:
     """Stands in for a kernel until numba is loaded."""
 
     def __init__(self, fn: Callable[..., Any]) -> None:
         self.py_func = fn
+        self._compiled: Any = _UNSET  # its ahead-of-time copy (lawtap.aot), looked up on first call
         self.__doc__ = fn.__doc__
         self.__name__ = fn.__name__
         self.__wrapped__ = fn
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        compiled = self._compiled
+        if compiled is _UNSET:
+            from lawtap.aot import lookup
+
+            compiled = self._compiled = lookup(self.py_func.__module__, self.py_func.__name__)
+        if compiled is not None and not kwargs and compiled.accepts(args):
+            return compiled.fn(*args)
         return materialize(id(self.py_func))(*args, **kwargs)
 
     def __repr__(self) -> str:
