@@ -40,6 +40,7 @@ Classifier = Callable[[str, int, int, list[bytes], list[bytes]], str]
 
 _B62 = np.frombuffer(_BASE62.encode(), dtype=np.uint8)
 _M64 = np.uint64(0xFFFFFFFFFFFFFFFF)
+_B62_PAIR_BYTES = np.stack([np.tile(_B62, 62), np.repeat(_B62, 62)], axis=1)  # row r: digits r%62, r//62
 
 
 def _mix64(x: np.ndarray) -> np.ndarray:
@@ -65,14 +66,17 @@ def make_uids(salt: bytes, fids: np.ndarray, prefix: str = "C") -> pa.Array:
     n = f.shape[0]
     chars = np.empty((n, 18), dtype=np.uint8)
     chars[:, 0] = ord(prefix)
+    # Two base62 digits per step (least significant first), from a 62*62-entry table.
+    pair = np.uint64(62 * 62)
     v = h1 % np.uint64(62**10)
-    for k in range(10):
-        chars[:, 1 + k] = _B62[(v % np.uint64(62)).astype(np.intp)]
-        v //= np.uint64(62)
+    for k in range(5):
+        chars[:, 1 + 2 * k : 3 + 2 * k] = _B62_PAIR_BYTES[(v % pair).astype(np.intp)]
+        v //= pair
     v = h2 % np.uint64(62**7)
-    for k in range(7):
-        chars[:, 11 + k] = _B62[(v % np.uint64(62)).astype(np.intp)]
-        v //= np.uint64(62)
+    for k in range(3):
+        chars[:, 11 + 2 * k : 13 + 2 * k] = _B62_PAIR_BYTES[(v % pair).astype(np.intp)]
+        v //= pair
+    chars[:, 17] = _B62[v.astype(np.intp)]
     return pa.array(chars.view("S18").ravel(), type=pa.binary()).cast(pa.string())
 
 
@@ -112,6 +116,9 @@ def _uid_from_keys(k1: int, k2: int, fid: int, prefix: str = "C") -> str:
     return "".join(out)
 
 
+_OCTETS = pa.array([str(i) for i in range(256)], type=pa.string())  # take() beats cast() 4x
+
+
 def address_strings(hi: np.ndarray, lo: np.ndarray, names: "AddressNames") -> pa.Array:
     """Format key halves as addresses: IPv4 vectorized in Arrow, IPv6 through a memo."""
     import pyarrow.compute as pc
@@ -120,7 +127,7 @@ def address_strings(hi: np.ndarray, lo: np.ndarray, names: "AddressNames") -> pa
     n = hi.shape[0]
     if n == 0:
         return pa.array([], type=pa.string())
-    octets = [pc.cast(pa.array(((lo >> np.uint64(s)) & np.uint64(0xFF)).astype(np.uint8)), pa.string()) for s in (24, 16, 8, 0)]
+    octets = [_OCTETS.take(pa.array(((lo >> np.uint64(s)) & np.uint64(0xFF)).astype(np.uint8))) for s in (24, 16, 8, 0)]
     dotted = pc.binary_join_element_wise(*octets, ".")
     if v4.all():
         return dotted
