@@ -184,10 +184,15 @@ class StreamDispatcher:
                     continue
                 i = int(idx[a])
                 flow = self._new_flow(fid, A[i], D[i], bool(origs[a]))
-                if kernel_svc is not None and kernel_svc[a]:
-                    flow.kernel_service = SERVICE_NAMES.get(kernel_svc[a], "")
                 if self.channels:
                     self._claim_channel(fid, flow, times[a])
+                if kernel_svc is not None and kernel_svc[a] and flow.analyzer is None:
+                    # Named by the flow kernel (DNS): no DPI, no pending copies, straight in.
+                    name = flow.kernel_service = SERVICE_NAMES.get(kernel_svc[a], "")
+                    cls = self.registry.get(name)
+                    if cls is not None:
+                        self.services[fid] = name
+                        self._start(fid, flow, cls)
             k = a
             # Undecided flows go packet by packet until DPI names them (or gives up).
             while k < b and flow.analyzer is None and flow.resniff is None:
