@@ -23,6 +23,7 @@ from __future__ import annotations
 import base64
 import csv
 import email.header
+import email.policy
 import email.utils
 import hashlib
 import re
@@ -34,6 +35,8 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from conftest import corpus_root
 from lawtap.analyzers import imap as imap_mod
@@ -222,6 +225,224 @@ def test_dotbody_split_and_edge_cases():
     assert d.push(b".\r\nZ") == b"Z" and len(d.raw) == 10
 
 
+# ------------------------------------------------------------------ bulk paths give the same result
+# DotBody, unstuff and parse_message take shortcuts for speed (see their docstrings); these check
+# them against the straightforward versions they replaced, on crafted and on random input.
+
+
+class _RefDotBody:
+    """The straightforward DotBody: a regex search of the whole new stretch for the terminator."""
+
+    _END = re.compile(rb"\n\.\r?\n")
+
+    def __init__(self, limit: int = mail.MAX_MESSAGE) -> None:
+        self.buf, self.done, self.truncated, self._tail, self.limit = bytearray(), False, False, b"", limit
+
+    def push(self, data: bytes) -> bytes | None:
+        if self.done:
+            return data
+        if self.truncated:
+            window = self._tail + data
+            m = self._END.search(window)
+            if m is None:
+                self._tail = window[-3:]
+                return None
+            self.done = True
+            return window[m.end() :]
+        start = len(self.buf)
+        self.buf += data
+        if start < 3:
+            for term in (b".\r\n", b".\n"):
+                if self.buf.startswith(term):
+                    rest = bytes(self.buf[len(term) :])
+                    self.buf.clear()
+                    self.done = True
+                    return rest
+        m = self._END.search(self.buf, max(0, start - 3))
+        if m is not None:
+            rest = bytes(self.buf[m.end() :])
+            del self.buf[m.start() + 1 :]
+            self.done = True
+            return rest
+        if len(self.buf) > self.limit:
+            self.truncated = True
+            self._tail = bytes(self.buf[-3:])
+            del self.buf[self.limit :]
+        return None
+
+
+def _ref_unstuff(raw: bytes) -> bytes:
+    return re.sub(rb"(^|\n)\.", rb"\1", raw)
+
+
+_DOT_PIECES = [b".", b"..", b"\r", b"\n", b"\r\n", b".\r\n", b"\r\n.\r\n", b"\n.\n", b"\r\n..", b"x", b"ab\r\n", b"\r\n.\r"]
+
+
+@given(
+    pieces=st.lists(st.sampled_from(_DOT_PIECES), max_size=40),
+    cuts=st.lists(st.integers(1, 9), min_size=1, max_size=20),
+    limit=st.sampled_from([mail.MAX_MESSAGE, 5, 17]),
+)
+@settings(max_examples=400, deadline=None)
+def test_dotbody_matches_reference(pieces, cuts, limit):
+    wire = b"".join(pieces)
+    d, ref = mail.DotBody(limit), _RefDotBody(limit)
+    i = k = 0
+    while i <= len(wire):
+        step = cuts[k % len(cuts)]
+        k += 1
+        chunk = wire[i : i + step]
+        i += step
+        got, want = d.push(chunk), ref.push(chunk)
+        assert got == want
+        assert (d.done, d.truncated, d.raw) == (ref.done, ref.truncated, bytes(ref.buf))
+        assert d.unstuffed == _ref_unstuff(bytes(ref.buf))
+        if got is not None:
+            break
+
+
+@given(st.lists(st.sampled_from([b".", b"..", b"\n", b"\r\n", b"x", b"\n.", b"\n..", b"\r"]), max_size=30))
+@settings(max_examples=300, deadline=None)
+def test_unstuff_matches_regex(pieces):
+    raw = b"".join(pieces)
+    assert mail.unstuff(raw) == _ref_unstuff(raw)
+
+
+def _tree(msg) -> list:
+    """Everything compat32 parsed, part by part: envelope, headers, payload text, defects."""
+    out = []
+    for part in msg.walk():
+        payload = part._payload
+        out.append((
+            part.get_unixfrom(), part.items(), part.get_default_type(),
+            payload if isinstance(payload, str) else len(payload),
+            part.preamble, part.epilogue, [type(d).__name__ for d in part.defects],
+        ))
+    return out
+
+
+def _assert_fold_exact(raw: bytes) -> None:
+    """Parsing with the opaque runs folded gives the tree and the ParsedMessage of a plain parse."""
+    plain = email.message_from_bytes(raw, policy=email.policy.compat32)
+    folded, runs, token_re = mail._fold_opaque_runs(raw)
+    fast = email.message_from_bytes(folded, policy=email.policy.compat32)
+    if token_re is not None:
+        mail._unfold_runs(fast, token_re, runs)
+    assert _tree(fast) == _tree(plain)
+    assert mail.parse_message(raw) == mail.parse_message(raw, fold_runs=False)
+
+
+_B64_LINE = base64.b64encode(bytes(range(57)))  # a 76-character base64 line
+_PLAIN = b"From: a@example.org\r\nSubject: hi\r\n\r\n" + b"body text, no colon\r\n" * 20
+NESTED = (
+    b"From sender@example.org Mon Jan  1 00:00:00 2024\r\n"
+    b"Subject: nested\r\n"
+    b'Content-Type: multipart/mixed; boundary="O"\r\n\r\n'
+    b"preamble line one\r\npreamble line two\r\n"
+    b"--O\r\n"
+    b"Content-Type: message/rfc822\r\n\r\n"
+    b"Subject: inner\r\n"
+    b'Content-Type: multipart/alternative; boundary="I"\r\n\r\n'
+    b"--I\r\n"
+    b"Content-Type: text/plain\r\n\r\n"
+    + b"plain text: with a colon\r\nFrom the start\r\n indented\r\n-dash\r\n" * 20
+    + b"--O\r\n"  # the outer boundary closes the inner parts too
+    b"Content-Type: message/delivery-status\r\n\r\n"
+    b"Reporting-MTA: dns; a.example\r\n\r\n"
+    b"Final-Recipient: rfc822; x@y\r\nno colon here\r\n" + b"more status text\r\n" * 30 + b"\r\n"
+    b"--O\r\n"
+    b"Content-Type: application/octet-stream\r\n"
+    b"Content-Transfer-Encoding: base64\r\n"
+    b"Content-Disposition: attachment; filename=a.bin\r\n"
+    + (_B64_LINE + b"\r\n") * 40  # no blank line: the first base64 line ends the headers
+    + b"--O--\r\n"
+    + b"epilogue\r\n" * 10
+)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        MIXED,
+        _PLAIN,
+        NESTED,
+        NESTED.replace(b"\r\n", b"\n"),
+        NESTED.replace(b"\r\n", b"\n", 7),  # mixed line endings
+        NESTED.replace(b"more status", b"lone\rCR"),  # a lone CR: parsed as is
+        b"ZzLawtapRun0x00000000\r\n" + _PLAIN + (b"ZzLawtapRun0x00000001 text\r\n" * 40),  # placeholder look-alikes
+        b"ZzLawtapRun0x ZzLawtapRun1x ZzLawtapRun2x ZzLawtapRun3x\r\n" + _PLAIN,  # every placeholder taken
+        b"\r\nno headers at all\r\n" + b"text line\r\n" * 50,
+        b"-dash first\r\n" + b"text line\r\n" * 50,
+        b"body only\r\n" * 50,
+        b"Subject: x\r\n" + b"y" * 5000,  # one long line, no line ending
+        b"",
+    ],
+    ids=["mixed", "simple", "nested", "nested-lf", "nested-mixed-eol", "lone-cr", "lookalike", "collide", "blank-first",
+         "dash-first", "no-headers", "long-line", "empty"],
+)
+def test_parse_message_fold_is_exact(raw):
+    _assert_fold_exact(raw)
+
+
+# Random MIME trees (multipart with preamble/epilogue and unclosed parts, message/rfc822,
+# delivery-status, missing header/body separators), whose lines are picked to hit every case the
+# folding must respect: header look-alikes, folded lines, "From " lines, boundaries of enclosing
+# parts, blank lines, placeholder look-alikes; with CRLF, LF, mixed or lone-CR line endings.
+_BODY_LINES = st.sampled_from([
+    _B64_LINE, _B64_LINE[:20], b"plain text", b"text: colon", b"From the start", b" indented", b"\tindented",
+    b"-dash", b"--B0", b"--B1", b"--B0--", b"--B1 ", b"", b"", b".", b"ZzLawtapRun0x00000000", b"\x80\xff high", b"x" * 100,
+])
+_HEADER_LINES = st.sampled_from([
+    b"Subject: s", b"X-A: b", b" folded", b"\tfolded", b"From someone", b"Content-Transfer-Encoding: base64",
+    b"Content-Transfer-Encoding: quoted-printable", b"Content-Disposition: attachment; filename=f.bin",
+    b"Content-Type: text/plain", b": no name",
+])
+_LEAF = st.one_of(
+    st.tuples(st.lists(_HEADER_LINES, max_size=4), st.booleans(), st.lists(_BODY_LINES, max_size=25)).map(
+        lambda t: t[0] + ([b""] if t[1] else []) + t[2]
+    ),
+    st.lists(_BODY_LINES, max_size=25).map(lambda body: [b"Content-Type: message/delivery-status", b""] + body),
+)
+
+
+def _multipart(t) -> list[bytes]:
+    boundary, subtype, preamble, kids, close, epilogue = t
+    lines = [b"Content-Type: multipart/%s; boundary=%s" % (subtype, boundary), b""] + preamble
+    for kid in kids:
+        lines += [b"--" + boundary] + kid
+    if close:
+        lines += [b"--" + boundary + b"--"] + epilogue
+    return lines
+
+
+_TREE = st.recursive(
+    _LEAF,
+    lambda kids: st.one_of(
+        st.tuples(st.sampled_from([b"B0", b"B1"]), st.sampled_from([b"mixed", b"digest"]), st.lists(_BODY_LINES, max_size=3),
+                  st.lists(kids, min_size=1, max_size=3), st.booleans(), st.lists(_BODY_LINES, max_size=3)).map(_multipart),
+        kids.map(lambda kid: [b"Content-Type: message/rfc822", b""] + kid),
+    ),
+    max_leaves=6,
+)
+
+
+@given(
+    lines=_TREE,
+    eol=st.sampled_from(["crlf", "lf", "mixed", "lone-cr"]),
+    picks=st.lists(st.integers(0, 2), min_size=1, max_size=7),
+    tail=st.booleans(),
+)
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_parse_message_fold_is_exact_random(lines, eol, picks, tail):
+    endings = {"crlf": [b"\r\n"], "lf": [b"\n"], "mixed": [b"\r\n", b"\n", b"\r\n"], "lone-cr": [b"\r\n", b"\n", b"\r"]}[eol]
+    raw = b"".join(line + endings[picks[i % len(picks)] % len(endings)] for i, line in enumerate(lines))
+    if tail:
+        raw += b"tail without line ending"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(mail, "_MIN_RUN_BYTES", 1)  # fold every run, however short
+        _assert_fold_exact(raw)
+
+
 # ------------------------------------------------------------------ SMTP
 def smtp_session(messages: list[bytes], *, auth: list[tuple[bool, bytes]] | None = None) -> list[tuple[bool, bytes]]:
     s = [(False, b"220 mx.example ESMTP\r\n"), (True, b"EHLO client.example\r\n"), (False, b"250-mx.example\r\n250-PIPELINING\r\n250 AUTH PLAIN LOGIN\r\n")]
@@ -276,6 +497,30 @@ def test_smtp_dot_unstuffing_and_multiple_transactions():
     assert [t["mailfrom"] for t in res.of("smtp")] == ["s0@example.org", "s1@example.org", "s2@example.org"]
     assert res.eml()[0].filename == "m1@x.eml"
 
+
+
+_ATTACHED = bytes(range(256)) * 240  # 60 KB
+BIG = (
+    b"From: a@example.org\r\nSubject: big\r\nMessage-ID: <big@x>\r\n"
+    b'Content-Type: multipart/mixed; boundary="Z"\r\n\r\n'
+    b"--Z\r\nContent-Type: text/plain\r\n\r\n"
+    + b"line\r\n.starts with a dot\r\n..two\r\n" * 50
+    + b"--Z\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n"
+    b"Content-Disposition: attachment; filename=big.bin\r\n\r\n"
+    + base64.encodebytes(_ATTACHED).replace(b"\n", b"\r\n")
+    + b"--Z--\r\n"
+)
+
+
+@pytest.mark.parametrize("chunk", [1, 1460, 65536, None])
+def test_smtp_large_attachment_any_chunking(chunk):
+    """A DATA body in bytes, in segments or in one piece: the same message, attachment and records."""
+    res = drive(SMTPAnalyzer, smtp_session([BIG, SIMPLE]), chunk=chunk)
+    assert not res.weirds, res.weirds
+    assert [f.data for f in res.eml()] == [BIG, SIMPLE]
+    assert [(f.filename, f.data) for f in res.attachments()] == [("big.bin", _ATTACHED)]
+    assert [e["size"] for e in res.emails] == [len(BIG), len(SIMPLE)]
+    assert [t["last_reply"] for t in res.of("smtp")] == ["250 queued as Q0", "250 queued as Q1"]
 
 def test_smtp_pipelining_and_rejected_data():
     s = [

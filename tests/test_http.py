@@ -31,9 +31,12 @@ from urllib.parse import unquote
 
 import pyarrow as pa
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import streamkit
 from conftest import capture_id, corpus_root
+from lawtap.analyzers import http as http_mod
 from lawtap.analyzers.base import ConnInfo, FileObject
 from lawtap.analyzers.http import ANALYZERS, HTTP_SCHEMA, RECORD_SCHEMAS, HttpAnalyzer, SsdpAnalyzer
 from lawtap.analyzers.mime_sniff import sniff
@@ -497,6 +500,126 @@ def test_finish_is_idempotent_and_final():
     a.feed(True, b"GET /after HTTP/1.1\r\n\r\n", 4.0)
     records, _, _ = a.drain()
     assert len(records) == 1 and records[0][1]["status_code"] is None
+
+
+# ---------------------------------------------------------------------------------------------
+# The body fast path (HttpAnalyzer._direct_body) is exact: the same calls with and without it
+# give the same records, files (bytes and metadata, timestamps included) and weirds.
+
+
+def _chunked(body: bytes, sizes: list[int]) -> bytes:
+    out, i, k = [], 0, 0
+    while i < len(body):
+        n = sizes[k % len(sizes)]
+        k += 1
+        out.append(b"%x\r\n" % n + body[i : i + n] + b"\r\n")
+        i += n
+    return b"".join(out) + b"0\r\nX-Trailer: t\r\n\r\n"
+
+
+_BIG = b"".join(hashlib.sha256(b"%d" % i).digest() for i in range(2000))  # 64000 bytes, incompressible
+_TEXT = b"line of text for the body\n" * 2000
+_FORM = (b"--FB\r\nContent-Disposition: form-data; name=\"f\"; filename=\"a.bin\"\r\n\r\n" + _BIG[:5000]
+         + b"\r\n--FB--\r\n")
+_FAST_PATH_SESSIONS = {
+    "content-length keep-alive": [
+        ("o", b"GET /a HTTP/1.1\r\nHost: h\r\n\r\nGET /b HTTP/1.1\r\nHost: h\r\n\r\n"),
+        ("r", b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(_BIG) + _BIG
+              + b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(_TEXT) + _TEXT),
+    ],
+    "chunked and gzip": [
+        ("o", b"GET /c HTTP/1.1\r\n\r\nGET /g HTTP/1.1\r\n\r\nGET /gc HTTP/1.1\r\n\r\n"),
+        ("r", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + _chunked(_BIG, [1, 4000, 17, 30000])),
+        ("r", b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n" % len(gzip.compress(_TEXT))
+              + gzip.compress(_TEXT)),
+        ("r", b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n"
+              + _chunked(gzip.compress(_TEXT), [100, 3000])),
+    ],
+    "uploads and 100-continue": [
+        ("o", b"POST /up HTTP/1.1\r\nContent-Type: multipart/form-data; boundary=FB\r\nContent-Length: %d\r\n\r\n"
+              % len(_FORM) + _FORM),
+        ("r", b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"),
+        ("o", b"PUT /p HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: %d\r\n\r\n" % len(_BIG)),
+        ("r", b"HTTP/1.1 100 Continue\r\n\r\n"),
+        ("o", _BIG),
+        ("r", b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n"),
+        ("o", b"PUT /skip HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 99999\r\n\r\n"),
+        ("r", b"HTTP/1.1 417 Expectation Failed\r\nContent-Length: 0\r\n\r\n"),
+        ("o", b"GET /after HTTP/1.1\r\n\r\n"),
+        ("r", b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nafter"),
+    ],
+    "gaps": [
+        ("o", b"GET /a HTTP/1.1\r\n\r\nGET /b HTTP/1.1\r\n\r\nGET /c HTTP/1.1\r\n\r\n"),
+        ("r", b"HTTP/1.1 200 OK\r\nContent-Length: 30000\r\n\r\n" + _BIG[:9000]),
+        ("r", 1000),
+        ("r", _BIG[10000:30000] + b"HTTP/1.1 200 OK\r\nContent-Length: 20000\r\n\r\n" + _BIG[:5000]),
+        ("r", 40000),  # past the body: resync
+        ("r", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + _chunked(_BIG[:9000], [3000])),
+    ],
+    "read until close, capped": [
+        ("o", b"GET /old HTTP/1.0\r\n\r\n"),
+        ("r", b"HTTP/1.0 200 OK\r\n\r\n" + _BIG + _TEXT),
+    ],
+}
+
+
+def _fast_path_run(events: list, direct: bool, max_body_bytes: int | None = None):
+    with pytest.MonkeyPatch.context() as mp:
+        if not direct:
+            mp.setattr(http_mod, "_DIRECT_STATES", frozenset())  # every byte through _pump
+        a = HttpAnalyzer(CONN)
+        if max_body_bytes is not None:
+            a.max_body_bytes = max_body_bytes
+        for i, (who, x) in enumerate(events):
+            if isinstance(x, int):
+                a.gap(who == "o", x, 1.0 + i)
+            else:
+                a.feed(who == "o", x, 1.0 + i)
+        a.finish(1e6)
+        records, files, weirds = a.drain()
+    return records, [vars(f) for f in files], weirds
+
+
+def _rechunk(session: list, sizes: list[int], merge: bool) -> list:
+    if merge:  # consecutive same-direction data merged, as a dispatcher handing over several segments
+        merged: list = []
+        for who, x in session:
+            if merged and not isinstance(x, int) and merged[-1][0] == who and not isinstance(merged[-1][1], int):
+                merged[-1] = (who, merged[-1][1] + x)
+            else:
+                merged.append((who, x))
+        session = merged
+    out, k = [], 0
+    for who, x in session:
+        if isinstance(x, int):
+            out.append((who, x))
+            continue
+        i = 0
+        while i < len(x):
+            n = sizes[k % len(sizes)]
+            k += 1
+            out.append((who, x[i : i + n]))
+            i += n
+    return out
+
+
+@pytest.mark.parametrize("name", sorted(_FAST_PATH_SESSIONS))
+@pytest.mark.parametrize("sizes", [[1460], [1], [7, 1460, 3, 65536], [1 << 30]], ids=["mss", "bytes", "mixed", "whole"])
+@pytest.mark.parametrize("merge", [False, True])
+def test_body_fast_path_is_exact(name, sizes, merge):
+    events = _rechunk(_FAST_PATH_SESSIONS[name], sizes, merge)
+    cap = 50_000 if name.endswith("capped") else None
+    fast = _fast_path_run(events, True, cap)
+    assert fast == _fast_path_run(events, False, cap)
+    assert fast[1], "the session recovers objects"
+
+
+@given(name=st.sampled_from(sorted(_FAST_PATH_SESSIONS)), sizes=st.lists(st.integers(1, 5000), min_size=1, max_size=8),
+       merge=st.booleans())
+@settings(max_examples=60, deadline=None)
+def test_body_fast_path_is_exact_random_splits(name, sizes, merge):
+    events = _rechunk(_FAST_PATH_SESSIONS[name], sizes, merge)
+    assert _fast_path_run(events, True) == _fast_path_run(events, False)
 
 
 def test_httpu_datagrams():

@@ -144,6 +144,7 @@ _HEX = re.compile(rb"[ \t]*([0-9A-Fa-f]{1,16})[ \t]*(?:;[^\r\n]*)?\r?\n")
 _START, _BODY_LEN, _CHUNK_SIZE, _CHUNK_DATA, _CHUNK_END, _TRAILERS, _BODY_CLOSE = range(7)
 _RESYNC, _WAIT_ANSWER, _TUNNEL, _DEAD = range(7, 11)
 _BODY_STATES = (_BODY_LEN, _CHUNK_SIZE, _CHUNK_DATA, _CHUNK_END, _TRAILERS, _BODY_CLOSE)
+_DIRECT_STATES = frozenset((_BODY_LEN, _CHUNK_DATA, _BODY_CLOSE))  # see HttpAnalyzer._direct_body
 
 _MAX_WEIRDS = 200
 
@@ -308,12 +309,22 @@ class _Decoder:
 
 
 class _Body:
-    """One message body: transfer-decoded bytes in, content-decoded bytes accumulated (capped)."""
+    """One message body: transfer-decoded bytes in, content-decoded bytes accumulated (capped).
+
+    :meth:`data` runs once per body segment, so it is kept to a few operations: the decoded
+    bytes are collected as a list of chunks with a running length (``out_len``) and joined once,
+    by :meth:`close`. (Appending to one ``bytearray`` cost more than the rest of the segment's
+    handling: the buffer is reallocated and copied as it grows.)
+    """
+
+    __slots__ = ("ts", "cap", "out", "out_len", "raw", "wire_len", "decoded_len", "missing", "truncated",
+                 "holes", "gap_broken", "fallback_raw", "decoder")
 
     def __init__(self, codings: list[str], cap: int, ts: float) -> None:
         self.ts = ts
         self.cap = cap
-        self.out = bytearray()
+        self.out: list[bytes] = []  # the decoded bytes kept (at most ``cap``), in chunks
+        self.out_len = 0
         self.raw = bytearray()  # transfer-decoded bytes, kept only while a content decoder runs
         self.wire_len = 0  # transfer-decoded bytes seen (gaps excluded)
         self.decoded_len = 0  # decoded bytes produced, including any beyond the cap
@@ -324,35 +335,41 @@ class _Body:
         self.fallback_raw = False  # decoding failed from the start: ``out`` holds the bytes as sent
         self.decoder = _Decoder(codings, cap) if codings else None
 
+    def _keep(self, chunk: bytes) -> None:
+        if chunk:
+            self.out.append(chunk)
+            self.out_len += len(chunk)
+
     def data(self, chunk: bytes) -> None:
-        if not chunk:
+        n = len(chunk)
+        if not n:
             return
-        self.wire_len += len(chunk)
-        if self.decoder is None:
-            self._store(chunk)
+        if type(chunk) is not bytes:  # kept by reference: it must not change under us
+            chunk = bytes(chunk)
+        self.wire_len += n
+        if self.decoder is None:  # stored as is, up to the cap
+            self.decoded_len += n
+            room = self.cap - self.out_len
+            if n > room:
+                self.truncated = True
+                chunk = chunk[: max(room, 0)]
+            self.out.append(chunk)
+            self.out_len += len(chunk)
             return
         if len(self.raw) < self.cap:
             self.raw += chunk[: self.cap - len(self.raw)]
         out = self.decoder.feed(chunk)
         self.decoded_len += len(out)
-        self.out += out
+        self._keep(out)
         if self.decoder.capped:
             self.truncated = True
-
-    def _store(self, chunk: bytes | bytearray) -> None:
-        self.decoded_len += len(chunk)
-        room = self.cap - len(self.out)
-        if len(chunk) > room:
-            self.truncated = True
-            chunk = chunk[: max(room, 0)]
-        self.out += chunk
 
     def gap(self, n: int) -> None:
         self.missing += n
         if self.decoder is None:
             self.holes.append((self.decoded_len, n))
-            room = max(self.cap - len(self.out), 0)
-            self.out += bytes(min(n, room))
+            room = max(self.cap - self.out_len, 0)
+            self._keep(bytes(min(n, room)))
             self.decoded_len += n
             if n > room:
                 self.truncated = True
@@ -364,15 +381,17 @@ class _Body:
         if self.decoder is not None:
             out = self.decoder.finish()
             self.decoded_len += len(out)
-            self.out += out
+            self._keep(out)
             if self.decoder.capped:
                 self.truncated = True
-            if self.decoder.error and not self.out and not self.gap_broken:
+            if self.decoder.error and not self.out_len and not self.gap_broken:
                 # Nothing decodable (mislabelled or corrupt from the start): keep the bytes as sent.
-                self.out = bytearray(self.raw)
+                self.out, self.out_len = [bytes(self.raw)], len(self.raw)
                 self.decoded_len = self.wire_len
                 self.fallback_raw = True
-        return bytes(self.out)
+        data = b"".join(self.out)
+        self.out = [data]
+        return data
 
 
 # ----------------------------------------------------------------------------------------------
@@ -607,6 +626,7 @@ class HttpAnalyzer(StreamAnalyzer):
         self._finishing = False
         self._finished = False
         self._n_weirds = 0
+        self._settled = True  # the last _pump ran until neither side could progress
 
     # -- public hooks ---------------------------------------------------------------------------
 
@@ -617,13 +637,49 @@ class HttpAnalyzer(StreamAnalyzer):
         if side.state in (_TUNNEL, _DEAD):
             return
         try:
+            side.ts = ts
             if not side.buf:
                 side.buf_ts = ts
-            side.ts = ts
+                if side.state in _DIRECT_STATES and self._settled:
+                    data = self._direct_body(side, data)
+                    if data is None:
+                        return
             side.buf += data
             self._pump()
         except Exception as e:  # safety net; the tests assert it never fires
             self._internal_error(e)
+
+    def _direct_body(self, side: _Side, data: bytes) -> bytes | None:
+        """The fast path for body bytes: straight from ``data`` into the body, not via ``side.buf``.
+
+        Most segments of a transfer are the middle of a body; buffering them and running both
+        sides' state machines (:meth:`_pump`) cost far more than the body bytes themselves. When
+        this side's buffer is empty and it is inside a Content-Length body, a chunk's data or a
+        read-until-close body, the bytes that belong to it go to the body directly. Returns
+        ``None`` when that was all, else the bytes still to buffer and :meth:`_pump` (the rest
+        after the end of the body or chunk, possibly empty; or all of ``data``, for the slow path).
+
+        Same result as the slow path: the other side was settled by the last :meth:`_pump`
+        (``_settled``), and nothing it waits on (its own bytes, pending requests, a response's
+        status, this side being tunnelled or dead) changes when body bytes arrive here or when a
+        body ends, so running it first, as :meth:`_pump` would, does nothing.
+        """
+        msg = side.msg
+        body = msg.body if msg is not None else None
+        if body is None:
+            return data
+        if side.state == _BODY_CLOSE:
+            body.data(data)
+            return None
+        if msg.txn.expect_continue and not body.wire_len and not body.missing:
+            return data  # the body may be skipped (_maybe_skip_expected_body): the slow path decides
+        take = side.remaining
+        if len(data) < take:  # the middle of the body or chunk: the common case
+            body.data(data)
+            side.remaining = take - len(data)
+            return None
+        self._take_body(side, data[:take])
+        return data[take:]  # the body or chunk ended: the state machine takes it from here
 
     def gap(self, is_orig: bool, length: int, ts: float) -> None:
         if self._finished or length <= 0:
@@ -688,10 +744,12 @@ class HttpAnalyzer(StreamAnalyzer):
 
     def _pump(self) -> None:
         req, resp = self._req_side(), self._resp_side()
+        self._settled = False
         for _ in range(100000):
             p1 = self._run(req)
             p2 = self._run(resp)
             if not (p1 or p2):
+                self._settled = True
                 break
 
     def _req_side(self) -> _Side:
@@ -733,7 +791,9 @@ class HttpAnalyzer(StreamAnalyzer):
 
     def _head(self, side: _Side) -> bool:
         buf = side.buf
-        i = len(buf) - len(buf.lstrip(b"\r\n")) if buf[:1] in (b"\r", b"\n") else 0
+        i = 0
+        while buf[i : i + 1] in (b"\r", b"\n"):  # (not lstrip: that would copy the whole buffer)
+            i += 1
         if i:
             del buf[:i]
             side.scan_from = 0
@@ -1024,12 +1084,20 @@ class HttpAnalyzer(StreamAnalyzer):
         if self._maybe_skip_expected_body(side):
             return True
         take = min(side.remaining, len(side.buf))
-        side.msg.body.data(bytes(side.buf[:take]))
+        chunk = bytes(side.buf[:take])
         del side.buf[:take]
-        side.remaining -= take
-        if side.remaining == 0:
-            self._end_body(side)
+        self._take_body(side, chunk)
         return True
+
+    def _take_body(self, side: _Side, chunk: bytes) -> None:
+        """Bytes of a Content-Length body or of a chunk (at most ``side.remaining``)."""
+        side.msg.body.data(chunk)
+        side.remaining -= len(chunk)
+        if side.remaining == 0:
+            if side.state == _BODY_LEN:
+                self._end_body(side)
+            else:
+                side.state = _CHUNK_END
 
     def _chunk_size(self, side: _Side) -> bool:
         buf = side.buf
@@ -1067,11 +1135,9 @@ class HttpAnalyzer(StreamAnalyzer):
         if not side.buf:
             return False
         take = min(side.remaining, len(side.buf))
-        side.msg.body.data(bytes(side.buf[:take]))
+        chunk = bytes(side.buf[:take])
         del side.buf[:take]
-        side.remaining -= take
-        if side.remaining == 0:
-            side.state = _CHUNK_END
+        self._take_body(side, chunk)
         return True
 
     def _chunk_end(self, side: _Side) -> bool:

@@ -42,7 +42,6 @@ from lawtap.analyzers.mail import (
     parse_message,
     sasl_user,
     text,
-    unstuff,
     zeek_smtp_fields,
 )
 
@@ -197,7 +196,7 @@ class SMTPAnalyzer(StreamAnalyzer):
                     self._run_client(ts)
                 if self._mode == DATA and self._body is not None and self._body.buf:
                     self._w("smtp_unterminated_data", f"{len(self._body.buf)} bytes")
-                    self._message(unstuff(self._body.raw), ts, partial=True, missing=self._body.missing)
+                    self._message(self._body.unstuffed, ts, partial=True, missing=self._body.missing)
                     self._body = None
                 elif self._mode == BDAT and self._bdat:
                     self._message(bytes(self._bdat), ts, partial=True, missing=self._bdat_missing)
@@ -373,7 +372,7 @@ class SMTPAnalyzer(StreamAnalyzer):
         self._pending.append(".")
         if body.truncated:
             self._w("smtp_message_truncated", f"> {MAX_MESSAGE} bytes")
-        self._message(unstuff(body.raw), ts, partial=body.truncated, missing=body.missing)
+        self._message(body.unstuffed, ts, partial=body.truncated, missing=body.missing)
 
     def _bdat_chunk_done(self, ts: float) -> None:
         self._mode = CMD
