@@ -105,12 +105,19 @@ def _is_text(sample: bytes) -> bool:
                 sample.decode("latin-1")
             except UnicodeDecodeError:  # pragma: no cover - latin-1 always decodes
                 return False
-            ctrl = sum(1 for b in sample if b < 0x20 and b not in b"\t\r\n\x0c\x1b")
-            high = sum(1 for b in sample if b >= 0x80)
+            ctrl = len(sample) - len(sample.translate(None, _CONTROL))
+            high = len(sample) - len(sample.translate(None, _HIGH))
             return ctrl == 0 and high * 3 < len(sample)
         text = sample[: e.start].decode("utf-8")
-    ctrl = sum(1 for c in text if ord(c) < 0x20 and c not in "\t\r\n\x0c\x1b")
+    # Control characters are ASCII, so counting them in the UTF-8 bytes counts them in the text.
+    raw = text.encode("utf-8")
+    ctrl = len(raw) - len(raw.translate(None, _CONTROL))
     return ctrl * 50 <= len(text)
+
+
+# Bytes counted (by deleting them in C: bytes.translate) rather than looped over in Python.
+_CONTROL = bytes(b for b in range(0x20) if b not in b"\t\r\n\x0c\x1b")
+_HIGH = bytes(range(0x80, 0x100))
 
 
 def _markup(head: bytes) -> str | None:
