@@ -167,7 +167,7 @@ class Analyzer:
             from lawtap.identity import IdentityResolver
 
             self.identities = IdentityResolver()
-            self.dispatcher = StreamDispatcher(reg, classify, self.engine.uid, media_hint)
+            self.dispatcher = StreamDispatcher(reg, classify, self.engine.uid, media_hint, uids_of=self.engine.uids)
             self.engine.share_services(self.dispatcher.services)
             self.artifacts = ArtifactStore(artifact_root)
 
@@ -283,19 +283,7 @@ class Analyzer:
             if schema is None:
                 self.stats.weirds["unregistered_record_type"] += len(items)
                 continue
-            uids = make_uids(salt, np.array([fid for fid, _, _ in items], dtype=np.int64)).to_pylist()
-            uids = [conn.uid if fid < 0 else u for (fid, conn, _), u in zip(items, uids)]
-            rows = []
-            for (fid, conn, fields), uid in zip(items, uids):
-                row = dict(fields)
-                row["ts"] = int(float(row.get("ts") or default_ts) * 1e6)
-                row["uid"] = uid
-                row["id.orig_h"], row["id.orig_p"] = conn.orig_h, conn.orig_p
-                row["id.resp_h"], row["id.resp_p"] = conn.resp_h, conn.resp_p
-                rows.append(row)
-            ts_field = schema.field("ts")
-            table = pa.Table.from_pylist(rows, schema=schema.set(schema.get_field_index("ts"), pa.field("ts", pa.int64())))
-            table = table.set_column(schema.get_field_index("ts"), ts_field, table.column("ts").cast(ts_field.type))
+            table = _record_table(schema, items, default_ts)
             if type_name == "identity_event" and self.identities is not None:
                 self.identities.add_table(table)
             for rb in table.to_batches():
@@ -397,6 +385,35 @@ def run_analysis(
     if interrupted:
         raise KeyboardInterrupt
     return analyzer.stats
+
+
+_CONN_COLUMNS = ("ts", "uid", "id.orig_h", "id.orig_p", "id.resp_h", "id.resp_p")
+
+
+def _record_table(schema: pa.Schema, items: list, default_ts: float) -> pa.Table:
+    """Analyzer events ``(fid, conn, fields)`` as a table of ``schema``, built column by column.
+
+    Why columns: DNS alone yields one record per transaction (129 k on the 1 GB workload); a
+    dict per row handed to ``Table.from_pylist`` cost more than the analyzer. The uid and
+    endpoints come from the connection (every analyzed flow's ``ConnInfo`` carries its uid),
+    ``ts`` (seconds, float) becomes microseconds in one numpy step.
+    """
+    fields = [f for _, _, f in items]
+    conns = [c for _, c, _ in items]
+    ts = np.array([f.get("ts") or default_ts for f in fields], dtype=np.float64)
+    ts_field = schema.field("ts")
+    cols: dict[str, object] = {
+        "ts": pa.array((ts * 1e6).astype(np.int64)).cast(ts_field.type),
+        "uid": [c.uid for c in conns],
+        "id.orig_h": [c.orig_h for c in conns],
+        "id.orig_p": [c.orig_p for c in conns],
+        "id.resp_h": [c.resp_h for c in conns],
+        "id.resp_p": [c.resp_p for c in conns],
+    }
+    for name in schema.names:
+        if name not in cols:
+            cols[name] = [f.get(name) for f in fields]
+    return pa.Table.from_pydict(cols, schema=schema)
 
 
 class _ReaderFailed:

@@ -305,6 +305,10 @@ class FlowEngine:
     def uid(self, fid: int) -> str:
         return _uid_from_keys(self._k1, self._k2, fid)
 
+    def uids(self, fids: np.ndarray) -> list[str]:
+        """:meth:`uid` of many flows at once (vectorized)."""
+        return make_uids(self.salt, fids).to_pylist()
+
     # ---- internals ----
     def _grow(self) -> None:
         cap = self.K.shape[0] * 2

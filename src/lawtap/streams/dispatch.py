@@ -83,10 +83,13 @@ class StreamDispatcher:
     """Owns the per-connection analyzers of a run."""
 
     def __init__(self, registry: dict[str, Callable[[ConnInfo], StreamAnalyzer]], classify: Classifier | None,
-                 uid_of: Callable[[int], str], media_hint: Callable[[ConnInfo], str | None] | None = None) -> None:
+                 uid_of: Callable[[int], str], media_hint: Callable[[ConnInfo], str | None] | None = None,
+                 uids_of: Callable[[np.ndarray], list[str]] | None = None) -> None:
         self.registry = registry
         self.classify = classify
         self.uid_of = uid_of
+        self.uids_of = uids_of  # vectorized uid_of: the batch's new flows get their uids at once
+        self._new_uids: dict[int, str] = {}
         self.media_hint = media_hint  # names the service of a UDP flow announced by signalling (SDP)
         self.state = np.zeros(1 << 16, dtype=np.int8)  # by flow id: UNDECIDED/ANALYZING/IGNORED
         self.flows: dict[int, _Flow] = {}
@@ -176,6 +179,9 @@ class StreamDispatcher:
         mv = memoryview(data)
         flows = self.flows
         state = self.state
+        if self.uids_of is not None:
+            fresh = [f for f in (fids[a] for a in group_starts) if f not in flows]
+            self._new_uids = dict(zip(fresh, self.uids_of(np.array(fresh, dtype=np.int64)))) if fresh else {}
         for a, b in zip(group_starts, group_ends):
             fid = fids[a]
             flow = flows.get(fid)
@@ -249,10 +255,11 @@ class StreamDispatcher:
         dst = address_text(int(addrs[2]), int(addrs[3]))
         sport, dport = int(row[dk.C_SPORT]), int(row[dk.C_DPORT])
         proto = int(row[dk.C_PROTO])
+        uid = self._new_uids.get(fid) or self.uid_of(fid)
         if is_orig:
-            conn = ConnInfo("", src, sport, dst, dport, "tcp" if proto == 6 else "udp")
+            conn = ConnInfo(uid, src, sport, dst, dport, "tcp" if proto == 6 else "udp")
         else:
-            conn = ConnInfo("", dst, dport, src, sport, "tcp" if proto == 6 else "udp")
+            conn = ConnInfo(uid, dst, dport, src, sport, "tcp" if proto == 6 else "udp")
         flow = self.flows[fid] = _Flow(conn=conn, proto=proto)
         return flow
 
@@ -269,9 +276,7 @@ class StreamDispatcher:
         return True
 
     def _start(self, fid: int, flow: _Flow, make: Callable[[ConnInfo], StreamAnalyzer]) -> None:
-        """Give the flow its analyzer (and its uid, which only analyzed flows need here)."""
-        c = flow.conn
-        flow.conn = ConnInfo(self.uid_of(fid), c.orig_h, c.orig_p, c.resp_h, c.resp_p, c.proto)
+        """Give the flow its analyzer."""
         flow.analyzer = make(flow.conn)
         self.state[fid] = ANALYZING
         if flow.proto == 6:
