@@ -56,6 +56,9 @@ class _Flow:
     kernel_service: str = ""  # named by the flow kernel (DNS): DPI is not asked
 
 
+_DEFAULT_DATAGRAM_BATCH = StreamAnalyzer.datagram_batch
+
+
 def _group_by_flow(idx: np.ndarray, fids: np.ndarray) -> np.ndarray:
     """Reorder packet indices so each flow's packets are contiguous (in capture order), flows
     ordered by their first packet."""
@@ -211,7 +214,14 @@ class StreamDispatcher:
                 continue
             if flow.stream is None and flow.analyzer is not None:
                 an = flow.analyzer
-                an.datagram_batch(data, off_a[k:b], len_a[k:b], dir_a[k:b].astype(np.bool_), time_a[k:b])
+                if b - k > 2 or type(an).datagram_batch is not _DEFAULT_DATAGRAM_BATCH:
+                    an.datagram_batch(data, off_a[k:b], len_a[k:b], dir_a[k:b].astype(np.bool_), time_a[k:b])
+                else:  # a short exchange (a DNS query and its answer): no array slicing
+                    for j in range(k, b):
+                        off = offs[j]
+                        an.datagram(bool(origs[j]), bytes(mv[off : off + lens[j]]), times[j])
+                        if getattr(an, "done", False):
+                            break
                 self._after_feed(fid, flow, an, times[b - 1])
                 continue
             while k < b:
@@ -380,13 +390,22 @@ class StreamDispatcher:
                 self.weirds.append((fid, ev.name, ev.detail, ev.ts))
 
     def _drain(self, fid: int, flow: _Flow) -> None:
-        assert flow.analyzer is not None
-        records, files, weirds = flow.analyzer.drain()
-        announced = getattr(flow.analyzer, "expected_channels", None)
+        an = flow.analyzer
+        assert an is not None
+        records, files, weirds = an.drain()
+        announced = getattr(an, "expected_channels", None)
         if announced:
             self.channels.extend(announced)
             del announced[:]
-        for type_name, fields in records:
-            self.records.setdefault(type_name, []).append((fid, flow.conn, fields))
-        self.files.extend((fid, flow.conn, f) for f in files)
-        self.weirds.extend((fid, name, detail, 0.0) for name, detail in weirds)
+        conn = flow.conn
+        if records:
+            out = self.records
+            for type_name, fields in records:
+                bucket = out.get(type_name)
+                if bucket is None:
+                    bucket = out[type_name] = []
+                bucket.append((fid, conn, fields))
+        if files:
+            self.files.extend((fid, conn, f) for f in files)
+        if weirds:
+            self.weirds.extend((fid, name, detail, 0.0) for name, detail in weirds)
