@@ -636,3 +636,19 @@ def test_progress_disabled_without_tty_and_renders_when_forced() -> None:
         shown.update(1000, 2468)
     text = buffer.getvalue()
     assert "2,468 pkts" in text and "1,000/1,000" in text
+
+
+def test_parallel_digests_equal_hashlib() -> None:
+    """Big objects are hashed on worker threads: same digests, same order as one by one."""
+    import hashlib
+
+    import numpy as np
+
+    from lawtap.artifacts import PARALLEL_BYTES, digests
+
+    rng = np.random.default_rng(5)
+    objects = [rng.integers(0, 256, n, dtype=np.uint8).tobytes()
+               for n in (0, 10, PARALLEL_BYTES, 3 * PARALLEL_BYTES + 7, 5, 2 * PARALLEL_BYTES)]
+    expected = [(hashlib.md5(d).hexdigest(), hashlib.sha1(d).hexdigest(), hashlib.sha256(d).hexdigest()) for d in objects]
+    assert digests(objects) == expected
+    assert digests(objects[:2]) == expected[:2]
