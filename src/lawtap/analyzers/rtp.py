@@ -29,15 +29,24 @@ A G.711 stream also yields a mono 8 kHz WAV (:class:`FileObject`, source "RTP",
 ``<call_id>-<ssrc>.wav``, or ``<uid>-<ssrc>.wav`` when unbound) rendered for listening: packets
 in sequence order without duplicates, placed by RTP timestamp so that lost packets and silence
 suppression become silence (gaps longer than :data:`MAX_FILL_SECONDS` are not filled).
+
+:meth:`RtpAnalyzer.datagram_batch` takes a flow's datagrams of a capture batch at once, with the
+same result as :meth:`~RtpAnalyzer.datagram` on each: the packets per-packet processing would
+simply account to an established stream (well-formed RTP, not RTCP-like, of an SSRC that has a
+stream) are accounted by numba kernels, stream by stream, along with what the
+:class:`~lawtap.analyzers.calls.CallTracker` does with them; every other datagram (heuristic
+phase, RTCP, malformed or non-RTP, a new SSRC...) goes through ``datagram()``, in capture order.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import hashlib
+import itertools
 import re
 import struct
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,6 +57,7 @@ from lawtap.analyzers import g711
 from lawtap.analyzers.base import COMMON_FIELDS, ConnInfo, FileObject, StreamAnalyzer
 from lawtap.analyzers.sdp import clock_rate as _clock_rate
 from lawtap.analyzers.sdp import codec_name as _codec_name
+from lawtap.jit import njit
 
 TS = pa.timestamp("us", tz="UTC")
 
@@ -275,7 +285,8 @@ class RtpStream:
 
     def _flush_pcm(self) -> None:
         if self._pcm_pending and self._pcm_codec is not None:
-            self.pcm_hash.update(g711.pcm_bytes(g711.decode(bytes(self._pcm_pending), self._pcm_codec)))
+            # The samples' own buffer (int16, little-endian: the bytes g711.pcm_bytes gives).
+            self.pcm_hash.update(np.ascontiguousarray(g711.decode(bytes(self._pcm_pending), self._pcm_codec), dtype="<i2"))
         self._pcm_pending.clear()
 
     def pcm_sha256(self) -> str | None:
@@ -421,6 +432,422 @@ def safe_name(s: str, limit: int = 96) -> str:
     return out[:limit]
 
 
+# ---- batch path (RtpAnalyzer.datagram_batch) ----
+#
+# A batch of one flow's datagrams is parsed by one kernel; every packet that per-packet
+# processing would simply account to an existing stream (a well-formed RTP packet, not RTCP,
+# of an SSRC that already has a stream with packets) is accounted in runs, stream by stream,
+# by a second kernel running the same recurrences as RtpStream.add / _update_seq / _jitter and
+# CallTracker._rtp. Every other packet goes through datagram(), in capture order.
+
+# Rows of the header array returned by _rtp_headers.
+_H_OK, _H_SEQ, _H_TS, _H_SSRC, _H_PT, _H_MARK, _H_OFF, _H_LEN = range(8)
+# Slots of the integer state vector of _stream_run (in: 0-15, out: 16-21).
+(_S_BASE, _S_MAX, _S_CYCLES, _S_BAD, _S_LAST_TS, _S_TS_EXT, _S_JRATE, _S_PREV_OK, _S_TRUNC, _S_ABYTES,
+ _S_KEEP, _S_T_EXISTS, _S_T_MAX, _S_T_CYCLES, _S_T_LAST_TS, _S_T_TS_EXT,
+ _S_PAYBYTES, _S_G711, _S_T_FIRST, _S_T_COUNT, _S_T_BYTES, _S_KEPT) = range(22)
+_S_SIZE = 22
+# Slots of the float state vector (in: 0-3, out: 4).
+_F_FIRST_TS, _F_PREV_TRANSIT, _F_JITTER, _F_MAX_JITTER, _F_TMAX = range(5)
+# Rows of the per-packet output of _stream_run.
+_O_EXT, _O_TS_EXT, _O_KIND, _O_KEEP, _O_TKIND, _O_TSEQ, _O_TTS, _O_END, _O_LEN = range(9)
+
+# Below these sizes the kernels' fixed cost (tens of microseconds) exceeds the per-packet path's.
+BATCH_MIN = 6  # datagrams in a datagram_batch call
+RUN_MIN = 6  # consecutive packets the kernels could take (between packets they can't)
+_INT_LIMIT = 1 << 60  # stream counters beyond this (never in practice) stay on the per-packet path
+_G711_KINDS = (None, "PCMU", "PCMA")
+
+
+@njit(cache=True)
+def _rtp_headers(data, offs, lens, H):
+    """Fill ``H`` (8 x n) with the RTP header fields of each datagram; False if a datagram is
+    outside ``data``. ``H[0]`` is 1 for a datagram the per-packet path parses as an RTP packet
+    (length, version 2, CSRCs, extension and padding fit) that is not RTCP (second byte
+    outside 192-223), else 0."""
+    n = offs.shape[0]
+    size = data.shape[0]
+    for i in range(n):
+        off = offs[i]
+        ln = lens[i]
+        if off < 0 or ln < 0 or off > size or ln > size - off:
+            return False
+        H[0, i] = 0
+        if ln < 12:
+            continue
+        b0 = np.int64(data[off])
+        b1 = np.int64(data[off + 1])
+        if (b0 >> 6) != 2 or (b1 >= 192 and b1 <= 223):
+            continue
+        p = 12 + 4 * (b0 & 0x0F)
+        if p > ln:
+            continue
+        if b0 & 0x10:
+            if p + 4 > ln:
+                continue
+            words = (np.int64(data[off + p + 2]) << 8) | np.int64(data[off + p + 3])
+            p += 4 + 4 * words
+            if p > ln:
+                continue
+        end = ln
+        if b0 & 0x20:
+            pad = np.int64(data[off + ln - 1])
+            if pad == 0 or p + pad > ln:
+                continue
+            end = ln - pad
+        H[0, i] = 1
+        H[1, i] = (np.int64(data[off + 2]) << 8) | np.int64(data[off + 3])
+        H[2, i] = ((np.int64(data[off + 4]) << 24) | (np.int64(data[off + 5]) << 16)
+                   | (np.int64(data[off + 6]) << 8) | np.int64(data[off + 7]))
+        H[3, i] = ((np.int64(data[off + 8]) << 24) | (np.int64(data[off + 9]) << 16)
+                   | (np.int64(data[off + 10]) << 8) | np.int64(data[off + 11]))
+        H[4, i] = b1 & 0x7F
+        H[5, i] = b1 >> 7
+        H[6, i] = off + p
+        H[7, i] = end - p
+    return True
+
+
+@njit(cache=True)
+def _assign_streams(H, keys, start, ekeys, sidx):
+    """``sidx[i]`` (i >= start): index in ``ekeys`` of the datagram's (direction, SSRC) key when
+    it is an RTP packet of one of those streams, else -1."""
+    n = keys.shape[0]
+    ne = ekeys.shape[0]
+    for i in range(start, n):
+        s = -1
+        if H[0, i] == 1:
+            k = keys[i]
+            for j in range(ne):
+                if ekeys[j] == k:
+                    s = j
+                    break
+        sidx[i] = s
+
+
+@njit(cache=True)
+def _stream_run(data, H, times, idx, kind_tab, rate_tab, tkind_tab, S, F, pt_cnt, pt_first, max_audio):
+    """Account the RTP packets ``idx`` (ascending) of one existing stream.
+
+    The same recurrences, in the same floating-point order, as RtpStream.add (sequence
+    extension, timestamp unwrapping, RFC 3550 jitter, G.711 bookkeeping) and, where
+    ``tkind_tab`` says the call tracker keeps a packet's audio, CallTracker._rtp's own
+    sequence/timestamp unwrapping. State comes in and goes out through ``S`` and ``F``.
+    Returns the per-packet outputs and the stream's G.711 payloads gathered in order.
+    """
+    m = idx.shape[0]
+    out = np.zeros((9, m), np.int64)
+    total = 0
+    for k in range(m):
+        i = idx[k]
+        if kind_tab[H[4, i]] != 0:
+            total += H[7, i]
+    blob = np.empty(total, np.uint8)
+    base_seq = S[0]
+    max_seq = S[1]
+    cycles = S[2]
+    bad_seq = S[3]
+    last_ts = S[4]
+    ts_ext = S[5]
+    jrate = S[6]
+    prev_ok = S[7]
+    trunc = S[8]
+    abytes = S[9]
+    keep_audio = S[10]
+    t_exists = S[11]
+    t_max = S[12]
+    t_cycles = S[13]
+    t_last = S[14]
+    t_ext = S[15]
+    first_ts = F[0]
+    prev_transit = F[1]
+    jitter = F[2]
+    max_jitter = F[3]
+    tmax = -np.inf
+    paybytes = 0
+    g_count = 0
+    t_first = -1
+    t_count = 0
+    t_bytes = 0
+    kept = 0
+    pos = 0
+    for k in range(m):
+        i = idx[k]
+        seq = H[1, i]
+        rts = H[2, i]
+        pt = H[4, i]
+        plen = H[7, i]
+        t = times[i]
+        if t > tmax:
+            tmax = t
+        paybytes += plen
+        pt_cnt[pt] += 1
+        if pt_first[pt] < 0:
+            pt_first[pt] = k
+        # RtpStream._update_seq
+        udelta = (seq - max_seq) & 0xFFFF
+        if udelta < 3000:
+            if seq < max_seq:
+                cycles += 0x10000
+            max_seq = seq
+            bad_seq = -1
+            ext = cycles + seq
+        elif udelta <= 0x10000 - 100:
+            if bad_seq != -1 and seq == bad_seq:
+                base_seq = (seq - 1) & 0xFFFF
+                max_seq = seq
+                cycles = 0
+                bad_seq = -1
+                ext = seq
+            else:
+                bad_seq = (seq + 1) & 0xFFFF
+                ext = cycles + seq
+        else:
+            ext = cycles + seq
+            if seq > max_seq:
+                ext -= 0x10000
+        d = (rts - last_ts) & 0xFFFFFFFF
+        if d >= 0x80000000:
+            d -= 0x100000000
+        ts_ext += d
+        last_ts = rts
+        out[0, k] = ext
+        out[1, k] = ts_ext
+        out[8, k] = plen
+        # RtpStream._jitter
+        rate = rate_tab[pt]
+        if rate > 0:
+            if jrate != 0 and rate != jrate:
+                prev_ok = 0
+            jrate = rate
+            transit = (t - first_ts) * rate - ts_ext
+            if prev_ok:
+                dd = abs(transit - prev_transit)
+                jitter += (dd - jitter) / 16.0
+                ms = jitter * 1000.0 / rate
+                if ms > max_jitter and H[5, i] == 0:
+                    max_jitter = ms
+            prev_transit = transit
+            prev_ok = 1
+        # G.711
+        kind = kind_tab[pt]
+        if kind != 0:
+            g_count += 1
+            out[2, k] = kind
+            # Unsigned indices: the copy loop then compiles to vector moves (a slice
+            # assignment or signed indices copy byte by byte, ~20x slower).
+            src = np.uint64(H[6, i])
+            dst = np.uint64(pos)
+            for j in range(np.uint64(plen)):
+                blob[dst + j] = data[src + j]
+            pos += plen
+            if keep_audio and not trunc:
+                if abytes + plen > max_audio:
+                    trunc = 1
+                else:
+                    out[3, k] = 1
+                    abytes += plen
+                    kept += 1
+        out[7, k] = pos
+        # CallTracker._rtp
+        tkind = tkind_tab[pt]
+        if tkind != 0:
+            if not t_exists:
+                t_exists = 1
+                t_max = seq
+                t_last = rts
+                tseq = seq
+                t_first = i
+            else:
+                ud = (seq - t_max) & 0xFFFF
+                if ud < 0x8000:
+                    if seq < t_max:
+                        t_cycles += 0x10000
+                    t_max = seq
+                    tseq = t_cycles + seq
+                else:
+                    tseq = t_cycles + seq
+                    if seq > t_max:
+                        tseq -= 0x10000
+                d = (rts - t_last) & 0xFFFFFFFF
+                if d >= 0x80000000:
+                    d -= 0x100000000
+                t_ext += d
+                t_last = rts
+            out[4, k] = tkind
+            out[5, k] = tseq
+            out[6, k] = t_ext
+            t_count += 1
+            t_bytes += plen
+    S[0] = base_seq
+    S[1] = max_seq
+    S[2] = cycles
+    S[3] = bad_seq
+    S[4] = last_ts
+    S[5] = ts_ext
+    S[6] = jrate
+    S[7] = prev_ok
+    S[8] = trunc
+    S[9] = abytes
+    S[11] = t_exists
+    S[12] = t_max
+    S[13] = t_cycles
+    S[14] = t_last
+    S[15] = t_ext
+    S[16] = paybytes
+    S[17] = g_count
+    S[18] = t_first
+    S[19] = t_count
+    S[20] = t_bytes
+    S[21] = kept
+    F[1] = prev_transit
+    F[2] = jitter
+    F[3] = max_jitter
+    F[4] = tmax
+    return out, blob
+
+
+_NO_KIND = np.zeros(128, dtype=np.int64)
+
+
+@dataclass(slots=True)
+class _Batch:
+    """One datagram_batch call's arrays."""
+
+    data: np.ndarray
+    offs: np.ndarray
+    lens: np.ndarray
+    is_orig: np.ndarray
+    times: np.ndarray
+    H: np.ndarray  # _rtp_headers
+    sidx: np.ndarray  # _assign_streams: index of the packet's stream in the fast streams, or -1
+    mv: memoryview
+    targets: dict  # is_orig -> _tracker_target
+_calls_mod: Any = None
+
+
+def _calls() -> Any:
+    """lawtap.analyzers.calls (imported late: it imports this module)."""
+    global _calls_mod
+    if _calls_mod is None:
+        from lawtap.analyzers import calls
+
+        _calls_mod = calls
+    return _calls_mod
+
+
+def _pt_tables(codecs: dict | None) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Per payload type under ``codecs`` (a stream's rtpmap or None): G.711 kind (0 none,
+    1 PCMU, 2 PCMA), the clock rate RtpStream._jitter uses (0: skipped), and whether the
+    kernels can take it (rates that fit their integers)."""
+    kind = np.zeros(128, dtype=np.int64)
+    rate = np.zeros(128, dtype=np.int64)
+    ok = True
+    for pt in range(128):
+        c = _codec_name(pt, codecs)
+        if g711.is_g711(c):
+            kind[pt] = 1 if c.upper() == "PCMU" else 2  # type: ignore[union-attr]
+        if c in _NO_JITTER_CODECS:
+            continue
+        r = _clock_rate(pt, codecs)
+        if r:
+            if type(r) is int and 0 < r < (1 << 31):
+                rate[pt] = r
+            else:
+                ok = False
+    return kind, rate, ok
+
+
+_SHARED_TABLES: dict[Any, tuple[np.ndarray, np.ndarray, bool]] = {}
+
+
+def _shared_tables(codecs: dict | None) -> tuple[np.ndarray, np.ndarray, bool]:
+    """_pt_tables, shared by every rtpmap with the same content (each call's streams and
+    bindings hold their own copies of a few common maps). The arrays are never written."""
+    try:
+        key = None if codecs is None else frozenset(codecs.items())
+        hit = _SHARED_TABLES.get(key)
+    except TypeError:  # unhashable rtpmap values
+        return _pt_tables(codecs)
+    if hit is None:
+        if len(_SHARED_TABLES) > 1024:
+            _SHARED_TABLES.clear()
+        hit = _SHARED_TABLES[key] = _pt_tables(codecs)
+    return hit
+
+
+def _codec_names(codes: list[int]) -> Any:
+    """"PCMU"/"PCMA" for each G.711 kind code."""
+    if codes and codes.count(codes[0]) == len(codes):
+        return itertools.repeat(_G711_KINDS[codes[0]], len(codes))
+    return [_G711_KINDS[c] for c in codes]
+
+
+def _pick(out: np.ndarray, sel: np.ndarray | None, *rows: int) -> list[list]:
+    """Rows of a run's per-packet output, at positions ``sel`` (None: all), as lists."""
+    return [(out[r] if sel is None else out[r][sel]).tolist() for r in rows]
+
+
+def _rows_equal(out: np.ndarray, sel: np.ndarray | None) -> bool:
+    """The tracker's (seq, ts, codec) of these packets equal the stream's."""
+    a = out[_O_EXT : _O_KIND + 1]
+    b = out[_O_TKIND : _O_TTS + 1][[1, 2, 0]]  # (tseq, tts, tkind)
+    if sel is not None:
+        a, b = a[:, sel], b[:, sel]
+    return bool(np.array_equal(a, b))
+
+
+def _split(blob: np.ndarray, lens: np.ndarray) -> Sequence[bytes]:
+    """``blob`` cut into consecutive bytes objects of ``lens`` (one struct.unpack: no Python
+    loop per payload)."""
+    n = len(lens)
+    if not n:
+        return ()
+    cuts = np.flatnonzero(lens[1:] != lens[:-1]) + 1
+    if len(cuts) > n // 8:
+        bb = blob.tobytes()
+        ends = np.cumsum(lens).tolist()
+        return [bb[x - ln : x] for x, ln in zip(ends, lens.tolist())]
+    bounds = [0, *cuts.tolist(), n]
+    fmt = "<" + "".join(f"{int(lens[a])}s" * (b - a) for a, b in zip(bounds, bounds[1:]))
+    return struct.unpack(fmt, blob)
+
+
+def _same(a: np.ndarray | None, b: np.ndarray | None) -> bool:
+    if a is None or b is None:
+        return a is b
+    return bool(np.array_equal(a, b))
+
+
+def _pcm_feed(st: RtpStream, blob: np.ndarray, kinds: np.ndarray, ends: np.ndarray) -> None:
+    """RtpStream.add's PCM bookkeeping for consecutive G.711 payloads: ``blob`` holds them
+    back to back, payload k ending at ``ends[k]``, of codec ``kinds[k]``. Same flushes (codec
+    changes, pending bytes reaching PCM_CHUNK after a payload) as packet by packet."""
+    view = memoryview(blob)
+    changes = (np.flatnonzero(kinds[1:] != kinds[:-1]) + 1).tolist() if len(kinds) > 1 else []
+    bounds = [0, *changes, len(kinds)]
+    for lo, hi in zip(bounds, bounds[1:]):
+        codec = _G711_KINDS[int(kinds[lo])]
+        if codec != st._pcm_codec:
+            st._flush_pcm()
+            st._pcm_codec = codec
+        E = ends[lo:hi]
+        p = int(ends[lo - 1]) if lo else 0
+        last = int(E[-1])
+        while True:
+            need = PCM_CHUNK - len(st._pcm_pending)
+            k = int(np.searchsorted(E, p + need, side="left")) if need > 0 else 0
+            if k >= len(E):
+                st._pcm_pending += view[p:last]
+                break
+            e = int(E[k])
+            st._pcm_pending += view[p:e]
+            st._flush_pcm()
+            p = e
+            if p >= last:
+                break
+
+
 # ---- the analyzer ----
 
 
@@ -443,6 +870,7 @@ class RtpAnalyzer(StreamAnalyzer):
         self._unaccepted = 0
         self._weird_count = 0
         self._finished = False
+        self._table_cache: dict[int, tuple] = {}  # id(rtpmap) -> (rtpmap, tables), batch path
 
     # -- contract --
     def datagram(self, is_orig: bool, data: bytes, ts: float) -> None:
@@ -461,6 +889,356 @@ class RtpAnalyzer(StreamAnalyzer):
             self._finish()
         except Exception as e:
             self._weird("rtp_analyzer_error", repr(e)[:200])
+
+    # -- batch path --
+    def datagram_batch(self, data: np.ndarray, offs: np.ndarray, lens: np.ndarray, is_orig: np.ndarray,
+                       times: np.ndarray) -> None:
+        """Several datagrams of this flow, in capture order: the same result as :meth:`datagram`
+        on each, with the packets of established streams accounted by vectorized kernels."""
+        if self.done:
+            return
+        args = self._batch_args(data, offs, lens, is_orig, times)
+        if args is None:
+            super().datagram_batch(data, offs, lens, is_orig, times)
+            return
+        try:
+            done = self._batch(*args)
+        except Exception as e:  # never raise on input
+            self._weird("rtp_analyzer_error", repr(e)[:200])
+            return
+        if not done:  # a datagram outside the buffer: per-packet, as the base class slices it
+            super().datagram_batch(data, offs, lens, is_orig, times)
+
+    def _batch_args(self, data: Any, offs: Any, lens: Any, is_orig: Any, times: Any) -> tuple | None:
+        """Normalized arrays for the batch path, or None where it does not apply."""
+        try:
+            n = len(offs)
+        except TypeError:
+            return None
+        if n < BATCH_MIN:
+            return None
+        if not (isinstance(data, np.ndarray) and data.dtype == np.uint8 and data.ndim == 1 and data.flags.c_contiguous):
+            return None
+        for a in (offs, lens, is_orig, times):
+            if not isinstance(a, np.ndarray) or a.ndim != 1 or len(a) != n:
+                return None
+        if offs.dtype.kind not in "iu" or lens.dtype.kind not in "iu" or times.dtype.kind != "f":
+            return None
+        if is_orig.dtype.kind not in "biuf":
+            return None
+        tr = self.tracker
+        if tr is not None:
+            if type(tr) is not _calls().CallTracker:
+                return None  # another tracker: it gets its packets one by one
+            c = self.conn
+            if (c.orig_h, c.orig_p) == (c.resp_h, c.resp_p):
+                return None  # both directions would share the tracker's audio state
+        return (
+            data,
+            np.ascontiguousarray(offs, dtype=np.int64),
+            np.ascontiguousarray(lens, dtype=np.int64),
+            np.ascontiguousarray(is_orig, dtype=np.bool_),
+            np.ascontiguousarray(times, dtype=np.float64),
+        )
+
+    def _batch(self, data: np.ndarray, offs: np.ndarray, lens: np.ndarray, is_orig: np.ndarray,
+               times: np.ndarray) -> bool:
+        """Runs of packets of the streams the kernels can take go to _run, every other
+        datagram to datagram(), in order; after a datagram that started a stream, the rest is
+        reassigned. False (nothing done) when a datagram lies outside ``data``."""
+        n = len(offs)
+        H = np.empty((8, n), dtype=np.int64)
+        if not _rtp_headers(data, offs, lens, H):
+            return False
+        keys = H[_H_SSRC] | (is_orig.astype(np.int64) << 32)
+        targets = {True: None, False: None}
+        if self.tracker is not None:
+            targets = {True: self._tracker_target(True), False: self._tracker_target(False)}
+        bt = _Batch(data, offs, lens, is_orig, times, H, np.empty(n, dtype=np.int64), memoryview(data), targets)
+        sidx, mv = bt.sidx, bt.mv
+        pos = 0
+        while pos < n:
+            streams = self._fast_streams(targets)
+            nstreams = len(self.streams)
+            if streams:
+                ekeys = np.array([(int(st.is_orig) << 32) | st.ssrc for st in streams], dtype=np.int64)
+                _assign_streams(H, keys, pos, ekeys, sidx)
+            else:
+                sidx[pos:] = -1
+            slow = np.flatnonzero(sidx[pos:] < 0) + pos
+            restart = False
+            for j in slow.tolist():
+                if j > pos:
+                    self._run(bt, pos, j, streams)
+                off = int(offs[j])
+                self.datagram(bool(is_orig[j]), bytes(mv[off : off + int(lens[j])]), float(times[j]))
+                pos = j + 1
+                if self.done:
+                    return True
+                if len(self.streams) != nstreams:
+                    restart = True  # a new stream: its next packets may take the fast path
+                    break
+            if not restart:
+                if pos < n:
+                    self._run(bt, pos, n, streams)
+                return True
+        return True
+
+    def _run(self, bt: _Batch, a: int, b: int, streams: list[RtpStream]) -> None:
+        """Datagrams a..b-1 (packets of fast streams): by the kernels, or one by one when few."""
+        if b - a >= RUN_MIN:
+            self._fast_run(bt, a, b, streams)
+        else:
+            self._slow(bt, a, b)
+
+    def _slow(self, bt: _Batch, a: int, b: int) -> None:
+        """Datagrams a..b-1 through datagram()."""
+        mv = bt.mv
+        for off, n, orig, t in zip(bt.offs[a:b].tolist(), bt.lens[a:b].tolist(), bt.is_orig[a:b].tolist(), bt.times[a:b].tolist()):
+            self.datagram(orig, bytes(mv[off : off + n]), t)
+
+    def _tracker_target(self, is_orig: bool) -> tuple | None:
+        """What CallTracker._rtp finds for a packet of this direction: (binding, call, sender,
+        src, dst), or None when it returns None. Constant during a batch (only signalling
+        changes bindings and calls)."""
+        tr = self.tracker
+        c = self.conn
+        src = (c.orig_h, c.orig_p) if is_orig else (c.resp_h, c.resp_p)
+        dst = (c.resp_h, c.resp_p) if is_orig else (c.orig_h, c.orig_p)
+        b = tr.bindings.get(dst)
+        if b is not None:
+            sender = b.sender
+        else:
+            b = tr.bindings.get(src)
+            if b is None:
+                return None
+            sender = b.receiver
+        call = tr.calls.get(b.call_id)
+        if call is None:
+            return None
+        return (b, call, sender, src, dst)
+
+    def _tables(self, codecs: dict | None) -> tuple[np.ndarray, np.ndarray, bool]:
+        """(G.711 kind, jitter clock rate, usable) per payload type under ``codecs``."""
+        if not codecs:
+            codecs = None
+        cache = self._table_cache
+        hit = cache.get(id(codecs))
+        if hit is not None and hit[0] is codecs:
+            return hit[1]
+        tabs = _shared_tables(codecs)
+        if len(cache) > 64:
+            cache.clear()
+        cache[id(codecs)] = (codecs, tabs)
+        return tabs
+
+    def _fast_streams(self, targets: dict) -> list[RtpStream]:
+        """Streams whose packets the kernels can account."""
+        out = []
+        for st in self.streams.values():
+            if st.packets <= 0 or st.first_ts is None or st.last_rtp_ts is None:
+                continue
+            if not (-_INT_LIMIT < st.ts_ext < _INT_LIMIT and 0 <= st.cycles < _INT_LIMIT):
+                continue
+            codecs = st.codecs
+            if codecs is None:
+                tg = targets[st.is_orig]
+                if tg is not None and tg[0].rtpmap:
+                    codecs = tg[0].rtpmap  # what _account will copy at the stream's next packet
+            if not self._tables(codecs)[2]:
+                continue
+            out.append(st)
+        return out
+
+    def _fast_run(self, bt: _Batch, a: int, b: int, streams: list[RtpStream]) -> None:
+        """Datagrams a..b-1, all RTP packets of the fast ``streams``, by the kernels."""
+        seg = bt.sidx[a:b]
+        targets = bt.targets
+        present = np.flatnonzero(np.bincount(seg, minlength=len(streams))).tolist()
+        # What CallTracker.rtp_packet does with each stream's packets (streams without a
+        # binding: nothing): tinfo[s] = (target, audio key or None when it keeps no audio,
+        # its existing _Audio or None, G.711 kind per payload type under the binding's
+        # rtpmap). Runs whose audio could reach the call's limits go packet by packet.
+        tinfo: dict[int, tuple] = {}
+        if self.tracker is not None:
+            tr = self.tracker
+            new: dict[int, int] = {}
+            calls: dict[int, Any] = {}
+            for s in present:
+                st = streams[s]
+                tg = targets[st.is_orig]
+                if tg is None:
+                    continue
+                bnd, call, sender, src, dst = tg
+                if not tr.write_wav or call.audio_truncated:
+                    tinfo[s] = (tg, None, None, None)
+                    continue
+                akey = (sender, st.ssrc, src, dst)
+                audio = call.audio.get(akey)
+                if audio is None and len(call.audio) >= 32:
+                    tinfo[s] = (tg, None, None, None)  # no room for this stream's audio
+                    continue
+                if audio is None:
+                    new[id(call)] = new.get(id(call), 0) + 1
+                calls[id(call)] = call
+                tinfo[s] = (tg, akey, audio, self._tables(bnd.rtpmap)[0])
+            if calls:
+                total = int(bt.lens[a:b].sum())
+                for cid, call in calls.items():
+                    if len(call.audio) + new.get(cid, 0) > 32 or call.audio_bytes + total > _calls().MAX_CALL_AUDIO_BYTES:
+                        self._slow(bt, a, b)
+                        return
+        created = []
+        for s in present:
+            st = streams[s]
+            idx = np.flatnonzero(seg == s) + a
+            ti = tinfo.get(s)
+            if ti is not None:
+                bnd = ti[0][0]
+                if st.call_id is None:
+                    st.call_id = bnd.call_id
+                if st.codecs is None and bnd.rtpmap:
+                    st.codecs = dict(bnd.rtpmap)
+                if st.bound_by == "heuristic" and st.packets == 0:
+                    st.bound_by = "sdp"
+            r = self._account_run(st, bt, idx, ti)
+            if r is not None:
+                created.append(r)
+        # New tracker audio streams, in the order of their first packet.
+        created.sort(key=lambda r: r[0])
+        for _, call, akey, audio in created:
+            call.audio[akey] = audio
+
+    def _account_run(self, st: RtpStream, bt: _Batch, idx: np.ndarray, ti: tuple | None) -> tuple | None:
+        """Account packets ``idx`` to ``st`` (and to the call tracker as ``ti`` says, see
+        _fast_run); returns a new tracker audio stream to register, with its first packet."""
+        H, times = bt.H, bt.times
+        kind_tab, rate_tab, _ = self._tables(st.codecs)
+        S = np.zeros(_S_SIZE, dtype=np.int64)
+        F = np.zeros(5, dtype=np.float64)
+        S[_S_BASE] = st.base_seq
+        S[_S_MAX] = st.max_seq
+        S[_S_CYCLES] = st.cycles
+        S[_S_BAD] = -1 if st.bad_seq is None else st.bad_seq
+        S[_S_LAST_TS] = st.last_rtp_ts
+        S[_S_TS_EXT] = st.ts_ext
+        S[_S_JRATE] = st.jitter_rate or 0
+        S[_S_PREV_OK] = st.prev_transit is not None
+        S[_S_TRUNC] = st.audio_truncated
+        S[_S_ABYTES] = st.audio_bytes
+        S[_S_KEEP] = bool(self.write_wav)
+        F[_F_FIRST_TS] = st.first_ts
+        F[_F_PREV_TRANSIT] = st.prev_transit if st.prev_transit is not None else 0.0
+        F[_F_JITTER] = st.jitter
+        F[_F_MAX_JITTER] = st.max_jitter_ms
+        tkind_tab = _NO_KIND
+        audio = None
+        if ti is not None and ti[1] is not None:
+            tkind_tab = ti[3]
+            audio = ti[2]
+            if audio is not None:
+                S[_S_T_EXISTS] = 1
+                S[_S_T_MAX] = audio.max_seq
+                S[_S_T_CYCLES] = audio.cycles
+                S[_S_T_LAST_TS] = audio.last_ts
+                S[_S_T_TS_EXT] = audio.ts_ext
+        pt_cnt = np.zeros(128, dtype=np.int64)
+        pt_first = np.full(128, -1, dtype=np.int64)
+        out, blob = _stream_run(bt.data, H, times, idx, kind_tab, rate_tab, tkind_tab, S, F, pt_cnt, pt_first, MAX_AUDIO_BYTES)
+        m = len(idx)
+        # -- RtpStream state --
+        st.packets += m
+        st.payload_bytes += int(S[_S_PAYBYTES])
+        pts = np.flatnonzero(pt_cnt).tolist()
+        if len(pts) > 1:
+            pts.sort(key=lambda p: int(pt_first[p]))
+        for pt in pts:
+            if pt not in st.pt_counts:
+                st.pt_order.append(pt)
+            st.pt_counts[pt] += int(pt_cnt[pt])
+        st.last_ts = float(times[idx[-1]])
+        st.base_seq = int(S[_S_BASE])
+        st.max_seq = int(S[_S_MAX])
+        st.cycles = int(S[_S_CYCLES])
+        st.bad_seq = None if S[_S_BAD] < 0 else int(S[_S_BAD])
+        st.last_rtp_ts = int(S[_S_LAST_TS])
+        st.ts_ext = int(S[_S_TS_EXT])
+        st.jitter_rate = int(S[_S_JRATE]) or None
+        st.prev_transit = float(F[_F_PREV_TRANSIT]) if S[_S_PREV_OK] else None
+        st.jitter = float(F[_F_JITTER])
+        st.max_jitter_ms = float(F[_F_MAX_JITTER])
+        st.audio_truncated = bool(S[_S_TRUNC])
+        st.audio_bytes = int(S[_S_ABYTES])
+        # -- G.711: PCM hash, kept audio --
+        g = int(S[_S_G711])
+        kept = int(S[_S_KEPT])
+        t_count = int(S[_S_T_COUNT])
+        objs: Sequence[bytes] = ()  # payload of each G.711 packet
+        gsel = None  # positions of the G.711 packets in the run (None: all)
+        if g:
+            st.g711_packets += g
+            if g == m:
+                gk, gend, glen = out[_O_KIND], out[_O_END], out[_O_LEN]
+            else:
+                gsel = np.flatnonzero(out[_O_KIND])
+                gk, gend, glen = out[_O_KIND][gsel], out[_O_END][gsel], out[_O_LEN][gsel]
+            if st.g711_codec is None:
+                st.g711_codec = _G711_KINDS[int(gk[0])]
+            _pcm_feed(st, blob, gk, gend)
+            if kept or t_count:
+                objs = _split(blob, glen)
+        rows: list[tuple] = []
+        ksel = None
+        if kept:
+            if kept == g:
+                ksel, kobjs = gsel, objs
+            else:
+                kg = out[_O_KEEP] if gsel is None else out[_O_KEEP][gsel]  # kept among the G.711 packets
+                kpos = np.flatnonzero(kg)
+                ksel = kpos if gsel is None else gsel[kpos]
+                kobjs = [objs[i] for i in kpos.tolist()]
+            rows = list(zip(*_pick(out, ksel, _O_EXT, _O_TS_EXT), kobjs, _codec_names(_pick(out, ksel, _O_KIND)[0])))
+            st.audio.extend(rows)
+        # -- call tracker --
+        if ti is None:
+            return None
+        tg = ti[0]
+        call = tg[1]
+        tmax = float(F[_F_TMAX])
+        if tmax > call.last_activity:
+            call.last_activity = tmax
+        if not t_count:
+            return None
+        tsel = None if t_count == m else np.flatnonzero(out[_O_TKIND])
+        if kept and t_count == kept and _same(ksel, tsel) and _rows_equal(out, tsel):
+            trows = rows  # the same (seq, ts, payload, codec) values: share the tuples
+        else:
+            if t_count == g and _same(gsel, tsel):
+                tobjs = objs
+            else:
+                gpos = np.cumsum(out[_O_KIND] > 0) - 1
+                tobjs = []
+                for k in (range(m) if tsel is None else tsel.tolist()):
+                    if out[_O_KIND, k]:
+                        tobjs.append(objs[int(gpos[k])])
+                    else:
+                        i = int(idx[k])
+                        o = int(H[_H_OFF, i])
+                        tobjs.append(bytes(bt.mv[o : o + int(H[_H_LEN, i])]))
+            trows = list(zip(*_pick(out, tsel, _O_TSEQ, _O_TTS), tobjs, _codec_names(_pick(out, tsel, _O_TKIND)[0])))
+        call.audio_bytes += int(S[_S_T_BYTES])
+        if audio is None:
+            first = int(S[_S_T_FIRST])
+            audio = _calls()._Audio(tg[2], float(times[first]))
+            created = (first, call, ti[1], audio)
+        else:
+            created = None
+        audio.max_seq = int(S[_S_T_MAX])
+        audio.cycles = int(S[_S_T_CYCLES])
+        audio.last_ts = int(S[_S_T_LAST_TS])
+        audio.ts_ext = int(S[_S_T_TS_EXT])
+        audio.packets.extend(trows)
+        return created
 
     # -- internals --
     def _weird(self, name: str, detail: str) -> None:
