@@ -405,22 +405,41 @@ def stream_pcm(packets: list[tuple[int, int, bytes, str]], rate: int = g711.SAMP
         seen.add(p[0])
         ordered.append(p)
     base = ordered[0][1]
-    parts: list[np.ndarray] = []
     cur = 0
     max_fill = int(MAX_FILL_SECONDS * rate)
     # All the silence inserted stays below the audio's own length or 10 minutes (bogus
     # timestamps must not make a huge file).
     fill_budget = max(sum(len(p[2]) for p in ordered), int(MAX_TOTAL_FILL_SECONDS * rate))
-    for _, ext_ts, payload, codec in ordered:
+    # Placement is a cheap loop over packets; decoding is one table lookup per run of packets
+    # with the same codec (G.711: one sample per byte), written straight into the track.
+    starts: list[int] = []
+    for _, ext_ts, payload, _codec in ordered:
         off = ext_ts - base
         if off > cur and off - cur <= min(max_fill, fill_budget):
-            parts.append(np.zeros(off - cur, dtype=np.int16))
             fill_budget -= off - cur
             cur = off
-        s = g711.decode(payload, codec)
-        parts.append(s)
-        cur += len(s)
-    return np.concatenate(parts)
+        starts.append(cur)
+        cur += len(payload)
+    track = np.zeros(cur, dtype=np.int16)
+    i = 0
+    while i < len(ordered):
+        codec = ordered[i][3]
+        j = i + 1
+        while j < len(ordered) and ordered[j][3] == codec:
+            j += 1
+        run = ordered[i:j]
+        samples = g711.decode(b"".join(p[2] for p in run), codec)
+        first, last = starts[i], starts[j - 1] + len(run[-1][2])
+        if last - first == len(samples):  # no silence inside the run: one copy
+            track[first:last] = samples
+        else:
+            pos = 0
+            for start, p in zip(starts[i:j], run):
+                n = len(p[2])
+                track[start : start + n] = samples[pos : pos + n]
+                pos += n
+        i = j
+    return track
 
 
 _SAFE = re.compile(r"[^A-Za-z0-9@._+\-]+")
