@@ -63,18 +63,16 @@ def cache_dir() -> Path:
 
 def module_key() -> str:
     """Hash of everything the compiled code depends on."""
-    import importlib.metadata as md
-
     h = hashlib.sha256()
     root = Path(__file__).parent
     for rel in SOURCES:
         h.update(rel.encode())
         h.update((root / rel).read_bytes())
-    for dist in ("numba", "numpy"):
-        try:
-            h.update(f"{dist}={md.version(dist)}".encode())
-        except md.PackageNotFoundError:
-            h.update(f"{dist}=?".encode())
+    # numba's version without importing numba (or scanning every installed distribution).
+    spec = importlib.util.find_spec("numba")
+    version_file = Path(spec.origin).with_name("_version.py") if spec and spec.origin else None
+    h.update(version_file.read_bytes() if version_file and version_file.is_file() else b"numba=?")
+    h.update(f"numpy={np.__version__}".encode())
     h.update(sys.version.encode())
     return h.hexdigest()[:16]
 

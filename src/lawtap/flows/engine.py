@@ -127,8 +127,10 @@ def address_strings(hi: np.ndarray, lo: np.ndarray, names: "AddressNames") -> pa
     n = hi.shape[0]
     if n == 0:
         return pa.array([], type=pa.string())
-    octets = [_OCTETS.take(pa.array(((lo >> np.uint64(s)) & np.uint64(0xFF)).astype(np.uint8))) for s in (24, 16, 8, 0)]
-    dotted = pc.binary_join_element_wise(*octets, ".")
+    # Few distinct addresses (servers, clients) recur over many flows: format each once.
+    uniq, inverse = np.unique(lo, return_inverse=True)
+    octets = [_OCTETS.take(pa.array(((uniq >> np.uint64(s)) & np.uint64(0xFF)).astype(np.uint8))) for s in (24, 16, 8, 0)]
+    dotted = pc.binary_join_element_wise(*octets, ".").take(pa.array(inverse.ravel()))
     if v4.all():
         return dotted
     v6_rows = np.nonzero(~v4)[0]
@@ -470,12 +472,10 @@ class FlowEngine:
         else:  # the stream dispatcher already classified these flows
             rest = np.flatnonzero(tun == 0)
         pop = self.samples.pop
-        if self.samples:
-            for fid in fids[tun != 0].tolist():
+        if self.samples:  # samples of flows that need no DPI (rare: most never kept any)
+            done = fids[(tun != 0) | by_kernel] if known is None else fids[tun != 0]
+            for fid in self.samples.keys() & set(done.tolist()):
                 pop(fid, None)
-            if known is None:
-                for fid in fids[by_kernel].tolist():
-                    pop(fid, None)
         classify = self.classify
         for r, fid, proto, op, rp in zip(rest.tolist(), fids[rest].tolist(), protos[rest].tolist(),
                                          orig_p[rest].tolist(), resp_p[rest].tolist()):
