@@ -18,7 +18,7 @@ or resynchronises. Every analyzer has hypothesis tests feeding it random and tru
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -41,9 +41,12 @@ def record_schema(fields: list[pa.Field]) -> pa.Schema:
     return pa.schema(COMMON_FIELDS + list(fields))
 
 
-@dataclass(frozen=True)
-class ConnInfo:
-    """The connection an analyzer belongs to (orig = the side that opened it)."""
+class ConnInfo(NamedTuple):
+    """The connection an analyzer belongs to (orig = the side that opened it).
+
+    A named tuple rather than a frozen dataclass: one is made per analyzed flow (hundreds of
+    thousands of DNS flows in a large capture) and a tuple is five times cheaper to create.
+    """
 
     uid: str
     orig_h: str
