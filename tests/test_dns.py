@@ -322,3 +322,314 @@ def test_dns_answers_match_tshark(capture: Path) -> None:
     tok, ttotal = typed_comparison(capture)
     print(f"{capture_id(capture)}: typed exact {tok}/{ttotal}")
     assert tok == ttotal
+
+
+# ------------------------------------------------------------------------------------------
+# fast paths against the plain decoder
+#
+# The parser takes shortcuts (a per-message cache of decoded names, memoized name and address
+# texts, one check per name, combined unpacks, the analyzer's cut of the parse, a memo of
+# repeated queries). These tests hold the plain RFC 1035 walk the parser started from as a
+# reference and check the shortcuts against it, malformed input included.
+
+import ipaddress  # noqa: E402
+import random  # noqa: E402
+
+from lawtap.analyzers import dns as D  # noqa: E402
+
+
+def ref_label_text(lab: bytes) -> str:
+    out = []
+    for b in lab:
+        if b == 0x2E or b == 0x5C:
+            out.append("\\" + chr(b))
+        elif 0x21 <= b <= 0x7E:
+            out.append(chr(b))
+        else:
+            out.append(f"\\{b:03d}")
+    return "".join(out)
+
+
+def ref_read_name(msg: bytes, off: int) -> tuple[str, int]:
+    """The plain walk: one label at a time, every check, no cache."""
+    labels: list[str] = []
+    end = -1
+    jumps = 0
+    total = 0
+    seen: set[int] = set()
+    n = len(msg)
+    while True:
+        if off >= n:
+            raise D.DNSParseError("DNS_name_truncated")
+        ln = msg[off]
+        kind = ln & 0xC0
+        if kind == 0xC0:
+            if off + 1 >= n:
+                raise D.DNSParseError("DNS_name_truncated")
+            ptr = ((ln & 0x3F) << 8) | msg[off + 1]
+            if end < 0:
+                end = off + 2
+            jumps += 1
+            if jumps > D.MAX_POINTERS or ptr in seen or ptr >= n:
+                raise D.DNSParseError("DNS_name_compression_loop")
+            seen.add(ptr)
+            off = ptr
+            continue
+        if kind != 0:
+            raise D.DNSParseError("DNS_label_bad_type")
+        off += 1
+        if ln == 0:
+            break
+        if off + ln > n:
+            raise D.DNSParseError("DNS_label_truncated")
+        total += ln + 1
+        if total > D.MAX_NAME:
+            raise D.DNSParseError("DNS_name_too_long")
+        labels.append(ref_label_text(msg[off : off + ln]))
+        off += ln
+    if end < 0:
+        end = off
+    return ".".join(labels), end
+
+
+def outcome(fn, *args):
+    try:
+        return fn(*args)
+    except D.DNSParseError as e:
+        return ("error", e.args[0])
+
+
+LABEL_BYTES = b"abcdefghijklmnopqrstuvwxyz0123456789-_ABC" + bytes([0x2E, 0x5C, 0x20, 0x00, 0x7F, 0x80, 0xC0, 0xFF])
+
+
+def random_label(rng: random.Random) -> bytes:
+    ln = rng.choice([1, 2, 3, 7, 20, 40, 62, 63]) if rng.random() < 0.9 else rng.randint(1, 63)
+    alphabet = LABEL_BYTES if rng.random() < 0.15 else LABEL_BYTES[:38]
+    return bytes(rng.choice(alphabet) for _ in range(ln))
+
+
+def name_soup(rng: random.Random) -> bytes:
+    """A header and a run of names made of labels, pointers to earlier names and labels (or
+    anywhere), pointer chains, root bytes and reserved label types."""
+    msg = bytearray(header(rng.randrange(65536), 0x8180))
+    targets = [12]
+    for _ in range(rng.randint(1, 25)):
+        start = len(msg)
+        targets.append(start)
+        if rng.random() < 0.2:  # a pointer to the previous name: chains past MAX_POINTERS
+            t = targets[-2]
+            msg += bytes([0xC0 | (t >> 8), t & 0xFF])
+            continue
+        for _ in range(rng.choice([0, 1, 2, 3, 4, 5])):
+            targets.append(len(msg))
+            lab = random_label(rng)
+            msg += bytes([len(lab)]) + lab
+        k = rng.random()
+        if k < 0.6:
+            t = rng.choice(targets) if rng.random() < 0.9 else rng.randrange(len(msg) + 8)
+            msg += bytes([0xC0 | ((t >> 8) & 0x3F), t & 0xFF])
+        elif k < 0.65:
+            msg += bytes([rng.choice([0x40, 0x80, 0xBF])])
+        else:
+            msg += b"\x00"
+    if rng.random() < 0.2:
+        del msg[rng.randrange(12, len(msg)) :]
+    return bytes(msg)
+
+
+def test_read_name_with_cache_matches_plain_walk() -> None:
+    rng = random.Random(1035)
+    for k in range(300):
+        msg = name_soup(rng)
+        offsets = list(range(12, len(msg) + 2))
+        if k % 2:
+            rng.shuffle(offsets)
+        cache: D.NameCache = {}
+        for off in offsets:
+            want = outcome(ref_read_name, msg, off)
+            assert outcome(D.read_name, msg, off, cache) == want, (msg.hex(), off)
+            if off % 3 == 0:
+                assert outcome(D.read_name, msg, off) == want, (msg.hex(), off)
+
+
+def test_read_name_limits() -> None:
+    # MAX_POINTERS: a chain of pointers, each to the one before, decoded in order (all cached)
+    msg = bytearray(header(1, 0x8180) + qname("a.b"))
+    starts = [12]
+    for _ in range(D.MAX_POINTERS + 3):
+        starts.append(len(msg))
+        msg += bytes([0xC0 | (starts[-2] >> 8), starts[-2] & 0xFF])
+    cache: D.NameCache = {}
+    for k, off in enumerate(starts):
+        want = ("a.b", off + (5 if k == 0 else 2)) if k <= D.MAX_POINTERS else ("error", "DNS_name_compression_loop")
+        assert outcome(D.read_name, bytes(msg), off, cache) == want == outcome(ref_read_name, bytes(msg), off)
+    # ... and in reverse order: the walk follows the whole chain, and what it caches must keep
+    # a pointer to it within the limit too
+    cache = {}
+    for k, off in reversed(list(enumerate(starts))):
+        want = ("a.b", off + (5 if k == 0 else 2)) if k <= D.MAX_POINTERS else ("error", "DNS_name_compression_loop")
+        assert outcome(D.read_name, bytes(msg), off, cache) == want
+    # a pointer to a name the walk has cached, at and past the limit
+    for k in range(D.MAX_POINTERS - 2, D.MAX_POINTERS + 1):
+        cache = {}
+        for off in (starts[k], starts[k + 1]):
+            assert outcome(D.read_name, bytes(msg), off, cache) == outcome(ref_read_name, bytes(msg), off), k
+    # the owner of a record as a pointer into such a chain (held in an opaque record before it)
+    chain = b"".join(struct.pack("!H", 0xC000 | (12 if i == 0 else 33 + 2 * (i - 1)))
+                     for i in range(D.MAX_POINTERS + 2))
+    for k in range(D.MAX_POINTERS - 2, D.MAX_POINTERS + 2):
+        m = parse_message(header(1, 0x8180, an=2) + qname("a.b") + struct.pack("!HH", 1, 1) + rr(PTR_Q, 65400, chain)
+                          + rr(struct.pack("!H", 0xC000 | (33 + 2 * k)), 1, bytes(4)))
+        if k + 2 <= D.MAX_POINTERS:  # the owner's pointer, then k + 1 in the chain
+            assert m.answers[1].name == "a.b" and not m.problems, k
+        else:
+            assert m.problems == [("DNS_name_compression_loop", "")], k
+    # MAX_NAME: labels in front of a long cached name, up to and past 255 bytes
+    long = b"".join(bytes([63]) + bytes([0x61 + i]) * 63 for i in range(3))  # 192 bytes
+    for extra in range(54, 70):
+        lab = b"x" * (extra - 1)
+        msg = header(1, 0x8180) + long + b"\x00" + bytes([len(lab)]) + lab + b"\xc0\x0c"
+        cache = {}
+        D.read_name(msg, 12, cache)
+        off = 12 + len(long) + 1
+        assert outcome(D.read_name, msg, off, cache) == outcome(ref_read_name, msg, off), extra
+
+
+def test_name_text_escapes() -> None:
+    for lab in (b"plain-label_1", b"a.b", b"back\\slash", b"sp ace", b"\x00\x7f\x80\xff", b"~!", b"x" * 63):
+        for name in ([lab], [b"www", lab, b"com"]):
+            wire = b"".join(bytes([len(x)]) + x for x in name)
+            msg = header(1, 0x0100) + wire + b"\x00"
+            want = ".".join(ref_label_text(x) for x in name)
+            assert D.read_name(msg, 12, {}) == (want, len(msg))
+            assert D.read_name(msg, 12, {}) == (want, len(msg))  # from the name memo
+
+
+def test_address_texts_match_ipaddress() -> None:
+    rng = random.Random(4291)
+    addrs = [bytes(16), bytes(15) + b"\x01", bytes(10) + b"\xff\xff" + bytes([192, 0, 2, 1]),
+             bytes(12) + bytes([10, 0, 0, 1])]  # ::, ::1, IPv4-mapped, IPv4-compatible
+    for mask in range(256):  # every pattern of zero groups, for the "::" compression
+        words = [0 if mask >> i & 1 else rng.choice([1, 0xDB8, 0xFFFF, rng.randrange(65536)]) for i in range(8)]
+        addrs.append(struct.pack("!8H", *words))
+    addrs += [rng.randbytes(16) for _ in range(200)]
+    for a in addrs:
+        assert D._ipv6_text(a) == str(ipaddress.IPv6Address(a)), a.hex()
+        assert D._ipv6_text(a) == str(ipaddress.IPv6Address(a)), a.hex()  # from the memo
+    for a in [bytes(4), b"\xff" * 4] + [rng.randbytes(4) for _ in range(200)]:
+        assert D._ipv4_text(a) == str(ipaddress.IPv4Address(a))
+
+
+def soup_message(rng: random.Random) -> bytes:
+    """A message with a question and records of the common types, with compression."""
+    q = rng.choice(["www.example.com", "a.b", "x" * 60 + ".y", "mixed.Case.Org"])
+    body = qname(q) + struct.pack("!HH", rng.choice([1, 28, 5, 255]), 1)
+    msg = header(rng.randrange(65536), rng.choice([0x8180, 0x8183, 0x8400, 0x0100]), qd=1)
+    rrs = []
+    names = [b"\xc0\x0c"]
+    for _ in range(rng.randint(0, 8)):
+        t = rng.choice([1, 1, 28, 5, 2, 12, 15, 16, 6, 41, 99, 65400])
+        owner = rng.choice(names) if t != 41 else b"\x00"
+        if t == 1:
+            rd = rng.randbytes(4) if rng.random() < 0.95 else b"\x01\x02"
+        elif t == 28:
+            rd = rng.randbytes(16) if rng.random() < 0.5 else bytes(10) + b"\xff\xff" + rng.randbytes(4)
+        elif t in (5, 2, 12):
+            rd = b"\x03cdn\xc0\x0c" if rng.random() < 0.3 else qname(rng.choice(["cdn.example.net", "ns1.example.com", "h"]))
+        elif t == 15:
+            rd = b"\x00\x0a" + b"\x02mx\xc0\x0c"
+        elif t == 16:
+            rd = b"\x05hello"
+        elif t == 6:
+            rd = b"\x03ns1\xc0\x0c" + b"\x04host\xc0\x0c" + struct.pack("!IIIII", 1, 2, 3, 4, 5)
+        elif t == 41:
+            rd = rng.choice([b"", struct.pack("!HHHBB", 8, 7, 1, 24, 0) + b"\x01\x02\x03", b"\x00\x0a\x00\x02ab"])
+        else:
+            rd = b"\xde\xad"
+        ttl = rng.choice([0, 60, 0x01000000 | 300]) if t == 41 else rng.choice([0, 60, 86400])
+        rrs.append((owner, t, rd, ttl))
+    an = rng.randint(0, len(rrs))
+    ns = rng.randint(0, len(rrs) - an)
+    msg = msg[:6] + struct.pack("!HHH", an, ns, len(rrs) - an - ns) + body
+    for owner, t, rd, ttl in rrs:
+        msg += rr(owner, t, rd, ttl=ttl, rclass=4096 if t == 41 else 1)
+    if rng.random() < 0.15:
+        msg = msg[: rng.randrange(12, len(msg) + 1)]
+    return msg
+
+
+def test_analyzer_cut_matches_full_parse() -> None:
+    """_parse(data, False), what the analyzer reads, says what the full parse says."""
+    rng = random.Random(7)
+    for _ in range(600):
+        msg = soup_message(rng)
+        m = parse_message(msg)
+        p = D._parse(msg, False)
+        mid, flags, rcode, qd, an, ns, ar, questions, (first, texts, ttls, auth, addl), edns, problems, truncated = p
+        assert (mid, rcode, qd, an, ns, ar, questions, problems, truncated) == (
+            m.id, m.rcode, m.qdcount, m.ancount, m.nscount, m.arcount, m.questions, m.problems, m.truncated)
+        records = m.answers + m.authority + m.additional
+        assert first == (records[0].name if records else None)
+        assert texts == [r.text for r in m.answers if r.text != ""]
+        assert ttls == [float(r.ttl) for r in m.answers if r.text != ""]
+        assert (auth or []) == [r.text for r in m.authority if r.text]
+        assert (addl or []) == [r.text for r in m.additional if r.text]
+        assert (edns or {}).get("ecs") == (m.edns or {}).get("ecs")
+
+
+def test_repeated_queries_and_queries_pointing_at_their_id() -> None:
+    # the same query with other IDs: each record has its own ID (the parse is shared)
+    events = [("datagram", True, query(tid, "repeat.example"), 1.0) for tid in (5, 6, 7)]
+    recs, _, _ = run(DNSAnalyzer(CONN_UDP), events)
+    assert [r["trans_id"] for _, r in recs] == [5, 6, 7] and {r["query"] for _, r in recs} == {"repeat.example"}
+    # a question name that points at the ID reads a different name for each ID: never shared
+    names = []
+    for tid in (0x0161, 0x0162, 0x0161):  # labels "a", "b", "a" (then the flags' zero byte)
+        msg = header(tid, 0x0000) + b"\xc0\x00" + struct.pack("!HH", 1, 1)
+        recs, _, _ = run(DNSAnalyzer(CONN_UDP), [("datagram", True, msg, 1.0)])
+        names.append(recs[0][1]["query"])
+        assert parse_message(msg).questions[0][0] == names[-1]
+    assert names == ["a", "b", "a"]
+
+
+def test_other_buffer_types() -> None:
+    """A bytearray parses as before (nothing raises); the analyzer takes any buffer as bytes."""
+    rng = random.Random(11)
+    for _ in range(100):
+        msg = soup_message(rng)
+        m = parse_message(bytearray(msg))
+        assert m is not None and m.questions == parse_message(msg).questions
+        want = run(DNSAnalyzer(CONN_UDP), [("datagram", True, msg, 1.0)])
+        for buf in (bytearray(msg), memoryview(msg)):
+            assert run(DNSAnalyzer(CONN_UDP), [("datagram", True, buf, 1.0)]) == want
+
+
+def test_truncated_messages_fail_as_truncations() -> None:
+    """Cut anywhere, a message fails with the truncation weird of where it was cut, never with
+    DNS_parse_error (an unexpected exception inside the parser)."""
+    rng = random.Random(3)
+    msgs = [soup_message(rng) for _ in range(60)]
+    msgs.append(header(9, 0x8180, an=1, ar=1) + qname("a.b") + struct.pack("!HH", 1, 1)
+                + rr(PTR_Q, 1, bytes(4)) + b"\x00" + struct.pack("!HHIH", 41, 4096, 0, 0))
+    for msg in msgs:
+        for cut in range(12, len(msg) + 1):
+            for m in (parse_message(msg[:cut]), ):
+                assert all(p[0] != "DNS_parse_error" for p in m.problems), (msg[:cut].hex(), m.problems)
+
+
+def test_flags_extended_rcode_and_rdata_overrun() -> None:
+    q = query(3, "tc.example")
+    resp = header(3, 0x8380) + qname("tc.example") + struct.pack("!HH", 1, 1)  # TC set in the response
+    recs, _, _ = run(DNSAnalyzer(CONN_UDP), [("datagram", True, q, 1.0), ("datagram", False, resp, 1.1)])
+    assert recs[0][1]["TC"] is True and recs[0][1]["RD"] is True
+    opt = b"\x00" + struct.pack("!HHIH", 41, 1232, 0x01000000, 0)  # extended rcode 1
+    msg = header(4, 0x8183, ar=1) + qname("x.example") + struct.pack("!HH", 1, 1) + opt
+    assert parse_message(msg).rcode == (1 << 4) | 3
+    recs, _, _ = run(DNSAnalyzer(CONN_UDP), [("datagram", False, msg, 1.0)])
+    assert recs[0][1]["rcode"] == 19 and recs[0][1]["rcode_name"] == "BADMODE"
+    # a CNAME whose name runs one byte past its rdata
+    cname = qname("cdn.example")
+    msg = (header(5, 0x8180, an=1) + qname("a.b") + struct.pack("!HH", 1, 1)
+           + PTR_Q + struct.pack("!HHIH", 5, 1, 60, len(cname) - 1) + cname)
+    m = parse_message(msg)
+    assert ("DNS_rdata_name_overrun", "CNAME") in m.problems and m.answers[0].text.startswith("<unknown type=5>")

@@ -20,6 +20,7 @@ from __future__ import annotations
 import re
 
 import ipaddress
+import socket
 import struct
 from collections import deque
 from dataclasses import dataclass, field
@@ -109,13 +110,21 @@ def rcode_name(r: int) -> str:
 
 # --------------------------------------------------------------------------------------------
 # Message parser
+#
+# Speed matters here: a busy link carries hundreds of thousands of DNS messages, and this
+# parser runs once per message. It is tuned for the typical message (one question; a few
+# A/AAAA/CNAME answers whose names point at earlier names; an OPT record): a per-message cache
+# of decoded names, memoized name and address texts, one check per name instead of one per
+# label, combined struct unpacks, tuples instead of objects on the analyzer's path. Every
+# shortcut gives exactly what the plain RFC 1035 walk gives, and malformed input takes the same
+# checks in the same order (tests/test_dns.py holds the plain walk as a reference and compares).
 
 
 class DNSParseError(Exception):
     """Internal: malformed message (never escapes :func:`parse_message`)."""
 
 
-@dataclass
+@dataclass(slots=True)
 class RR:
     name: str
     rtype: int
@@ -127,7 +136,7 @@ class RR:
     value: Any = None  # parsed value (address string, name, dict ...)
 
 
-@dataclass
+@dataclass(slots=True)
 class Message:
     id: int
     qr: bool
@@ -156,6 +165,8 @@ MAX_NAME = 255
 
 
 _PLAIN_LABEL = re.compile(rb"[!-\-/-\[\]-~]*")  # printable ASCII except "." and "\\"
+#: The same bytes, for ``bytes.translate(None, _PLAIN_BYTES)``: what is left is what needs escaping.
+_PLAIN_BYTES = bytes(b for b in range(0x21, 0x7F) if b not in (0x2E, 0x5C))
 
 
 def _label_text(lab: bytes) -> str:
@@ -173,20 +184,130 @@ def _label_text(lab: bytes) -> str:
     return "".join(out)
 
 
-def read_name(msg: bytes, off: int) -> tuple[str, int]:
-    """Decode the (possibly compressed) name at ``off``; return (name, offset after it)."""
-    labels: list[str] = []
-    end = -1
-    jumps = 0
-    total = 0
-    seen: set[int] = set()
+#: Names decoded so far in one message, keyed by ``0xC000 + offset`` of where their decoding
+#: started -- the value of the two bytes of a compression pointer to that offset, so a pointer
+#: is looked up as it stands (offsets past 0x3FFF, which no pointer reaches, get keys no pointer
+#: has). Values: ``(name, wire length counted against MAX_NAME, pointers followed, pointer
+#: targets)``. Only names that followed fewer than MAX_POINTERS pointers are kept (a pointer to
+#: one of them is always within the limit). Valid for the one message it was filled from.
+NameCache = dict[int, tuple[str, int, int, tuple[int, ...]]]
+
+#: ``_LABEL_STEP[b]``: for a length byte ``b`` of an ordinary label (1..63), the distance to the
+#: next length byte; 0 for the root byte, pointers and reserved label types (the walk stops).
+_LABEL_STEP: tuple[int, ...] = tuple(b + 1 if 0 < b < 0x40 else 0 for b in range(256))
+
+
+def _labels_text(raw: list[bytes]) -> str:
+    """Labels joined with dots, as Zeek renders them (see :func:`_label_text`).
+
+    One check over the whole name instead of one per label: when deleting the plain bytes
+    leaves just the separating dots, no label needs escaping."""
+    dotted = b".".join(raw)
+    if len(dotted.translate(None, _PLAIN_BYTES)) == len(raw) - 1:
+        return dotted.decode("ascii")
+    return ".".join([_label_text(lab) for lab in raw])
+
+
+def _wire_text(wire: bytes) -> str:
+    """Text of a well-formed run of length-prefixed labels (without the root byte).
+
+    The length bytes are overwritten with dots in a copy, which then is the text when deleting
+    the plain bytes leaves only those dots (see :func:`_labels_text`)."""
+    buf = bytearray(wire)
+    labels = 0
+    o = 0
+    while o < len(buf):
+        step = buf[o] + 1
+        buf[o] = 0x2E
+        o += step
+        labels += 1
+    if len(buf.translate(None, _PLAIN_BYTES)) == labels:
+        return buf[1:].decode("ascii")
+    out = []
+    o = 0
+    while o < len(wire):
+        step = wire[o] + 1
+        out.append(_label_text(wire[o + 1 : o + step]))
+        o += step
+    return ".".join(out)
+
+
+# Texts of uncompressed names by their wire bytes (length-prefixed labels, without the root
+# byte): decoding such a name depends on nothing else, and the same names come back all the
+# time (a response repeats its query's question; popular names recur). Cleared when full.
+_NAME_MEMO: dict[bytes, str] = {}
+_NAME_MEMO_MAX = 8192
+
+
+def read_name(msg: bytes, off: int, cache: NameCache | None = None) -> tuple[str, int]:
+    """Decode the (possibly compressed) name at ``off``; return (name, offset after it).
+
+    With a ``cache`` (one dict per message, see :data:`NameCache`) a compression pointer to a
+    name decoded before is resolved by a lookup instead of walking its labels again: names in
+    answers are nearly always pointers to the question or to an earlier answer.
+
+    This is the fast path for the usual shapes -- labels ending in a root byte, or in one
+    pointer to a cached name -- in a ``bytes`` message. Anything else (a pointer to an uncached
+    name, a truncated or over-long name, a reserved label type, another buffer type) is left
+    to :func:`_walk_name`, which restarts from ``off`` and checks every step, so malformed
+    names fail exactly as they always did.
+    """
+    start = off
+    try:
+        step = _LABEL_STEP[msg[off]]
+        while step:
+            off += step
+            step = _LABEL_STEP[msg[off]]  # IndexError when the labels ran to (or past) the end
+        ln = msg[off]
+        if ln >= 0xC0:
+            key = (ln << 8) | msg[off + 1]  # the pointer, as a cache key
+    except IndexError:
+        return _walk_name(msg, start, cache)
+    total = off - start  # the wire length the walk counts against MAX_NAME
+    if total > MAX_NAME or (ln and (ln < 0xC0 or cache is None)) or type(msg) is not bytes:
+        return _walk_name(msg, start, cache)
+    wire = msg[start:off]
+    name = _NAME_MEMO.get(wire)
+    if name is None:
+        name = _wire_text(wire)
+        if len(_NAME_MEMO) >= _NAME_MEMO_MAX:
+            _NAME_MEMO.clear()
+        _NAME_MEMO[wire] = name
+    if not ln:  # uncompressed
+        if cache is not None:
+            cache[0xC000 + start] = (name, total, 0, ())
+        return name, off + 1
+    hit = cache.get(key)  # type: ignore[union-attr]
+    # A cached name decoded without error from its start never points back to that start, and
+    # has followed fewer than MAX_POINTERS pointers: from here the walk could only fail on the
+    # combined length.
+    if hit is None or total + hit[1] > MAX_NAME:
+        return _walk_name(msg, start, cache)
+    if not total:
+        name = hit[0]
+    elif hit[0]:
+        name = name + "." + hit[0]
+    if hit[2] + 1 < MAX_POINTERS:
+        cache[0xC000 + start] = (name, total + hit[1], hit[2] + 1, (key - 0xC000,) + hit[3])  # type: ignore[index]
+    return name, off + 2
+
+
+def _walk_name(msg: bytes, off: int, cache: NameCache | None) -> tuple[str, int]:
+    """:func:`read_name` step by step, with every RFC 1035 check (and the cache where it is
+    certain to give the same result)."""
+    start = off
     n = len(msg)
+    raw: list[bytes] = []
+    seen: list[int] = []  # pointer targets followed (loop protection), in order
+    total = 0
+    jumps = 0
+    end = -1
+    tail = None  # cached name the walk ended in
     while True:
         if off >= n:
             raise DNSParseError("DNS_name_truncated")
         ln = msg[off]
-        kind = ln & 0xC0
-        if kind == 0xC0:
+        if ln >= 0xC0:  # compression pointer
             if off + 1 >= n:
                 raise DNSParseError("DNS_name_truncated")
             ptr = ((ln & 0x3F) << 8) | msg[off + 1]
@@ -195,10 +316,19 @@ def read_name(msg: bytes, off: int) -> tuple[str, int]:
             jumps += 1
             if jumps > MAX_POINTERS or ptr in seen or ptr >= n:
                 raise DNSParseError("DNS_name_compression_loop")
-            seen.add(ptr)
+            seen.append(ptr)
+            if cache is not None:
+                hit = cache.get(0xC000 + ptr)
+                # A cached name decoded without error from its start never points back to that
+                # start, so going on from here could only fail on the combined length, pointer
+                # count, or a pointer target this walk has followed already.
+                if (hit is not None and total + hit[1] <= MAX_NAME and jumps + hit[2] <= MAX_POINTERS
+                        and not any(t in seen for t in hit[3])):
+                    tail = hit
+                    break
             off = ptr
             continue
-        if kind != 0:
+        if ln >= 0x40:  # 0x40 / 0x80: extended / reserved label types
             raise DNSParseError("DNS_label_bad_type")
         off += 1
         if ln == 0:
@@ -208,11 +338,23 @@ def read_name(msg: bytes, off: int) -> tuple[str, int]:
         total += ln + 1
         if total > MAX_NAME:
             raise DNSParseError("DNS_name_too_long")
-        labels.append(_label_text(msg[off : off + ln]))
+        raw.append(msg[off : off + ln])
         off += ln
     if end < 0:
         end = off
-    return ".".join(labels), end
+    if raw:
+        name = _labels_text(raw)
+        if tail is not None and tail[0]:
+            name = name + "." + tail[0]
+    else:
+        name = tail[0] if tail is not None else ""
+    if tail is not None:
+        total += tail[1]
+        jumps += tail[2]
+        seen.extend(tail[3])
+    if cache is not None and jumps < MAX_POINTERS:
+        cache[0xC000 + start] = (name, total, jumps, tuple(seen))
+    return name, end
 
 
 def _u16(b: bytes, o: int) -> int:
@@ -225,6 +367,68 @@ def _u32(b: bytes, o: int) -> int:
     if o + 4 > len(b):
         raise DNSParseError("DNS_rdata_truncated")
     return struct.unpack_from("!I", b, o)[0]
+
+
+# Addresses. ``str(ipaddress.IPv4Address(b))`` costs microseconds; the same text comes from a
+# memo (answers repeat the same addresses) or from inet_ntop. inet_ntop renders IPv6 as
+# ipaddress does (RFC 5952: lower case, longest zero run of two or more groups compressed,
+# first one on a tie) except when the first 80 bits are zero (glibc writes "::ffff:1.2.3.4",
+# ipaddress "::ffff:102:304"): those keep going through ipaddress, as does everything when
+# the self-check at import finds the platform's inet_ntop rendering differently.
+
+_ADDR_MEMO: dict[bytes, str] = {}
+_ADDR_MEMO_MAX = 8192  # cleared when full: bounded memory, and hot addresses come back at once
+_V6_EMBEDDED_V4 = bytes(10)
+
+
+def _ntop_matches_ipaddress() -> bool:
+    """Whether this platform's inet_ntop writes addresses as ipaddress does (checked once)."""
+    probes6 = [bytes.fromhex(h) for h in (
+        "20010db8000000000000000000000001", "20010db8000000010000000000000001", "20010db8000100000001000000000001",
+        "00000000000000000000000000000001", "fe800000000000000000000000000000", "20010db800000000000100000000abcd",
+        "000102030405060708090a0b0c0d0e0f", "ff020000000000000000000000000001", "20010db8aaaa0000bbbb0000cccc0000",
+        "0000000000000000000000000000ffff", "00000000000000000001000000000000", "ffffffffffffffffffffffffffffffff",
+        "2a001450400108060000000000002004", "26064700000000000000000068101234", "00000000000000000000000100000000",
+    )]
+    probes4 = [bytes([0, 0, 0, 0]), bytes([255, 255, 255, 255]), bytes([10, 0, 0, 1]), bytes([192, 168, 1, 100])]
+    try:
+        return (all(socket.inet_ntop(socket.AF_INET6, p) == str(ipaddress.IPv6Address(p)) for p in probes6
+                    if p[:10] != _V6_EMBEDDED_V4)
+                and all(socket.inet_ntop(socket.AF_INET, p) == str(ipaddress.IPv4Address(p)) for p in probes4))
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+_NTOP_OK = _ntop_matches_ipaddress()
+
+
+def _ipv4_text(raw: bytes) -> str:
+    """4-byte A rdata as ``str(ipaddress.IPv4Address(raw))`` (memoized for bytes)."""
+    if type(raw) is not bytes:
+        return str(ipaddress.IPv4Address(raw))
+    text = _ADDR_MEMO.get(raw)
+    if text is None:
+        text = socket.inet_ntop(socket.AF_INET, raw) if _NTOP_OK else str(ipaddress.IPv4Address(raw))
+        if len(_ADDR_MEMO) >= _ADDR_MEMO_MAX:
+            _ADDR_MEMO.clear()
+        _ADDR_MEMO[raw] = text
+    return text
+
+
+def _ipv6_text(raw: bytes) -> str:
+    """16-byte AAAA rdata as ``str(ipaddress.IPv6Address(raw))`` (memoized for bytes)."""
+    if type(raw) is not bytes:
+        return str(ipaddress.IPv6Address(raw))
+    text = _ADDR_MEMO.get(raw)
+    if text is None:
+        if _NTOP_OK and raw[:10] != _V6_EMBEDDED_V4:
+            text = socket.inet_ntop(socket.AF_INET6, raw)
+        else:
+            text = str(ipaddress.IPv6Address(raw))
+        if len(_ADDR_MEMO) >= _ADDR_MEMO_MAX:
+            _ADDR_MEMO.clear()
+        _ADDR_MEMO[raw] = text
+    return text
 
 
 def _raw_strings(b: bytes) -> list[bytes]:
@@ -324,9 +528,11 @@ def _parse_opt(rr_class: int, ttl: int, rdata: bytes, problems: list) -> dict:
         "udp_size": rr_class,
         "extended_rcode": (ttl >> 24) & 0xFF,
         "version": (ttl >> 16) & 0xFF,
-        "do": bool(ttl & 0x8000),
+        "do": ttl & 0x8000 != 0,
         "options": [],
     }
+    if not rdata:  # the usual OPT: no options
+        return edns
     o = 0
     while o < len(rdata):
         if o + 4 > len(rdata):
@@ -353,36 +559,46 @@ def _parse_opt(rr_class: int, ttl: int, rdata: bytes, problems: list) -> dict:
     return edns
 
 
-def _render(msg: bytes, rtype: int, rdata: bytes, rd_off: int, rr_name: str) -> tuple[str, Any]:
-    """(Zeek-style text, parsed value) of one RR's rdata. Raises DNSParseError when malformed."""
+def _rdata_name(msg: bytes, o: int, end: int, cache: NameCache | None) -> tuple[str, int]:
+    """The name at ``o`` inside an RR's rdata (which ends at ``end``)."""
+    nm, after = read_name(msg, o, cache)
+    if after > end:
+        raise DNSParseError("DNS_rdata_name_overrun")
+    return nm, after
+
+
+#: RR types whose rdata is one name: NS CNAME PTR DNAME MD MF MB MG MR
+_NAME_TYPES = frozenset((2, 5, 12, 39, 3, 4, 7, 8, 9))
+
+
+def _render(msg: bytes, rtype: int, rdata: bytes, rd_off: int, rr_name: str,
+            cache: NameCache | None = None) -> tuple[str, Any]:
+    """(Zeek-style text, parsed value) of one RR's rdata. Raises DNSParseError when malformed.
+
+    ``cache``: the message's :data:`NameCache` (names in rdata are cached like any other)."""
     end = rd_off + len(rdata)
 
-    def name_at(o: int) -> tuple[str, int]:
-        nm, after = read_name(msg, o)
-        if after > end:
-            raise DNSParseError("DNS_rdata_name_overrun")
-        return nm, after
-
+    # the common types first
     if rtype == 1:
         if len(rdata) != 4:
             raise DNSParseError("DNS_A_bad_length")
-        a = str(ipaddress.IPv4Address(rdata))
+        a = _ipv4_text(rdata)
         return a, a
     if rtype == 28:
         if len(rdata) != 16:
             raise DNSParseError("DNS_AAAA_bad_length")
-        a = str(ipaddress.IPv6Address(rdata))
+        a = _ipv6_text(rdata)
         return a, a
-    if rtype in (2, 5, 12, 39, 3, 4, 7, 8, 9):  # NS CNAME PTR DNAME MD MF MB MG MR
-        nm, _ = name_at(rd_off)
+    if rtype in _NAME_TYPES:
+        nm, _ = _rdata_name(msg, rd_off, end, cache)
         return nm, nm
     if rtype == 15:
         pref = _u16(rdata, 0)
-        nm, _ = name_at(rd_off + 2)
+        nm, _ = _rdata_name(msg, rd_off + 2, end, cache)
         return nm, {"preference": pref, "exchange": nm}
     if rtype == 6:
-        mname, o = name_at(rd_off)
-        rname, o = name_at(o)
+        mname, o = _rdata_name(msg, rd_off, end, cache)
+        rname, o = _rdata_name(msg, o, end, cache)
         o -= rd_off
         if o + 20 > len(rdata):
             raise DNSParseError("DNS_SOA_truncated")
@@ -396,7 +612,7 @@ def _render(msg: bytes, rtype: int, rdata: bytes, rd_off: int, rr_name: str) -> 
         return " ".join(f"{tag} {len(r)} {s}" for r, s in zip(raw, strs)), strs
     if rtype == 33:
         prio, weight, port = _u16(rdata, 0), _u16(rdata, 2), _u16(rdata, 4)
-        nm, _ = name_at(rd_off + 6)
+        nm, _ = _rdata_name(msg, rd_off + 6, end, cache)
         return nm, {"priority": prio, "weight": weight, "port": port, "target": nm}
     if rtype == 35:
         order, pref = _u16(rdata, 0), _u16(rdata, 2)
@@ -410,7 +626,7 @@ def _render(msg: bytes, rtype: int, rdata: bytes, rd_off: int, rr_name: str) -> 
                 raise DNSParseError("DNS_NAPTR_truncated")
             strs.append(rdata[o + 1 : o + 1 + ln].decode("utf-8", "backslashreplace"))
             o += 1 + ln
-        repl, _ = name_at(rd_off + o)
+        repl, _ = _rdata_name(msg, rd_off + o, end, cache)
         flags, services, regexp = strs
         val = {"order": order, "preference": pref, "flags": flags, "services": services, "regexp": regexp,
                "replacement": repl}
@@ -432,13 +648,13 @@ def _render(msg: bytes, rtype: int, rdata: bytes, rd_off: int, rr_name: str) -> 
         covered, alg, labels = _u16(rdata, 0), rdata[2], rdata[3]
         orig_ttl, expi, incep = struct.unpack_from("!III", rdata, 4)
         key_tag = _u16(rdata, 16)
-        signer, after = name_at(rd_off + 18)
+        signer, after = _rdata_name(msg, rd_off + 18, end, cache)
         val = {"type_covered": qtype_name(covered), "algorithm": alg, "labels": labels, "orig_ttl": orig_ttl,
                "expiration": expi, "inception": incep, "key_tag": key_tag, "signer_name": signer,
                "signature": msg[after:end].hex()}
         return f"RRSIG {qtype_name(covered)} {signer or '<Root>'}", val
     if rtype == 47:
-        nxt, after = name_at(rd_off)
+        nxt, after = _rdata_name(msg, rd_off, end, cache)
         types = _type_bitmap(msg[after:end])
         return f"NSEC {rr_name} {nxt}", {"next_name": nxt, "types": types}
     if rtype == 50:
@@ -454,7 +670,7 @@ def _render(msg: bytes, rtype: int, rdata: bytes, rd_off: int, rr_name: str) -> 
         return " ".join(strs), strs
     if rtype in (64, 65):
         prio = _u16(rdata, 0)
-        target, after = name_at(rd_off + 2)
+        target, after = _rdata_name(msg, rd_off + 2, end, cache)
         params = _svc_params(msg[after:end])
         tag = "HTTPS" if rtype == 65 else "SVCB"
         text = " ".join([tag, str(prio), target or "."] + params)
@@ -481,73 +697,190 @@ def _render(msg: bytes, rtype: int, rdata: bytes, rd_off: int, rr_name: str) -> 
     return f"<unknown type={rtype}> {rdata.hex()}", rdata.hex()
 
 
+_HEADER = struct.Struct("!HHHHHH").unpack_from
+_QUESTION_TAIL = struct.Struct("!HH").unpack_from
+_RR_HEAD = struct.Struct("!HHIH").unpack_from  # type, class, TTL, rdlength
+_PTR_RR_HEAD = struct.Struct("!HHHIH").unpack_from  # a 2-byte owner (a pointer), then the above
+_ROOT_RR_HEAD = struct.Struct("!xHHIH").unpack_from  # the root as owner, then the above
+
+#: One resource record as :func:`_parse` returns it: the fields of :class:`RR` but the section
+#: (name, rtype, rclass, ttl, rdata, text, value).
+RawRR = tuple[str, int, int, int, bytes, str, Any]
+#: What :func:`_parse` returns: (id, flags, rcode incl. the EDNS extended bits, qdcount, ancount,
+#: nscount, arcount, questions, rrs, edns, problems, truncated). ``rrs`` holds the records of
+#: all three sections in message order: answers are ``rrs[:ancount]``, authority records
+#: ``rrs[ancount:ancount + nscount]``, additional ones the rest (fewer when parsing stopped early).
+#: With ``full=False``, ``rrs`` is a :data:`RecordTexts` instead.
+Parsed = tuple[int, int, int, int, int, int, int, list[tuple[str, int, int]], "list[RawRR] | RecordTexts",
+               "dict | None", list[tuple[str, str]], bool]
+#: What a ``dns`` record takes from the resource records: (the first record's name or None, the
+#: answers' texts, their TTLs (as floats), authority texts or None, additional texts or None),
+#: leaving out the records Zeek renders as nothing (text "": OPT, WKS).
+RecordTexts = tuple["str | None", list[str], list[float], "list[str] | None", "list[str] | None"]
+
+
 def parse_message(data: bytes) -> Message | None:
     """Parse one DNS message. Returns None when there is not even a header; otherwise a
     :class:`Message` with whatever could be parsed (``problems`` lists what went wrong)."""
-    if len(data) < 12:
+    p = _parse(data)
+    if p is None:
         return None
-    mid, flags, qd, an, ns, ar = struct.unpack_from("!HHHHHH", data, 0)
-    m = Message(
-        id=mid, qr=bool(flags & 0x8000), opcode=(flags >> 11) & 0xF, aa=bool(flags & 0x0400),
-        tc=bool(flags & 0x0200), rd=bool(flags & 0x0100), ra=bool(flags & 0x0080), z=(flags >> 4) & 0x7,
-        rcode=flags & 0xF, qdcount=qd, ancount=an, nscount=ns, arcount=ar,
+    mid, flags, rcode, qd, an, ns, ar, questions, rrs, edns, problems, truncated = p
+    answers: list[RR] = []
+    authority: list[RR] = []
+    additional: list[RR] = []
+    for i, (nm, t, c, ttl, rd, tx, v) in enumerate(rrs):  # type: ignore[arg-type]
+        if i < an:
+            answers.append(RR(nm, t, c, ttl, rd, "answer", tx, v))
+        elif i < an + ns:
+            authority.append(RR(nm, t, c, ttl, rd, "authority", tx, v))
+        else:
+            additional.append(RR(nm, t, c, ttl, rd, "additional", tx, v))
+    return Message(
+        mid, flags & 0x8000 != 0, (flags >> 11) & 0xF, flags & 0x0400 != 0, flags & 0x0200 != 0,
+        flags & 0x0100 != 0, flags & 0x0080 != 0, (flags >> 4) & 0x7, rcode, qd, an, ns, ar, questions,
+        answers, authority, additional, edns, problems, truncated,
     )
+
+
+def _parse(data: bytes, full: bool = True) -> Parsed | None:
+    """:func:`parse_message` with plain tuples instead of :class:`Message` and :class:`RR`
+    objects (see :data:`Parsed`): the analyzer reads each message once and keeps none of
+    them, and building the dataclasses would cost it a good part of its time.
+
+    ``full=False`` is the analyzer's cut, for the same reason: the same parse (and the same
+    problems), but only the :data:`RecordTexts` instead of every record, and ``edns`` None for
+    an OPT without options (the analyzer looks in it for a client subnet option only)."""
+    n = len(data)
+    if n < 12:
+        return None
+    mid, flags, qd, an, ns, ar = _HEADER(data, 0)
+    rcode = flags & 0xF
+    questions: list[tuple[str, int, int]] = []
+    rrs: list[RawRR] = []
+    # full=False: the RecordTexts (authority and additional texts are rare: lists made on demand)
+    first: str | None = None
+    texts: list[str] = []
+    ttls: list[float] = []
+    auth: list[str] | None = None
+    addl: list[str] | None = None
+    problems: list[tuple[str, str]] = []
+    edns: dict | None = None
+    truncated = False
+    cache: NameCache = {}
+    # A/AAAA texts come from the address memo, keyed by the rdata: only for real bytes (other
+    # buffers take the general path in _render, as they always did).
+    memo = _ADDR_MEMO if type(data) is bytes else None
     off = 12
     try:
         for _ in range(qd):
-            name, off = read_name(data, off)
-            if off + 4 > len(data):
+            name, off = read_name(data, off, cache)
+            if off + 4 > n:
                 raise DNSParseError("DNS_truncated_quest_too_short")
-            qt, qc = struct.unpack_from("!HH", data, off)
+            qt, qc = _QUESTION_TAIL(data, off)
             off += 4
-            m.questions.append((name, qt, qc))
-        for section, count, dest in (("answer", an, m.answers), ("authority", ns, m.authority),
-                                     ("additional", ar, m.additional)):
-            for _ in range(count):
-                name, off = read_name(data, off)
-                if off + 10 > len(data):
+            questions.append((name, qt, qc))
+        for i in range(an + ns + ar):
+            # The owner name is nearly always a compression pointer to a name decoded before
+            # (what read_name's fast path does, inline: this runs for every RR); then it and
+            # the fixed fields come out of one unpack. Else it is mostly the root (OPT).
+            hit = None
+            if off + 12 <= n:
+                key, rtype, rclass, ttl, rdlen = _PTR_RR_HEAD(data, off)
+                hit = cache.get(key)
+            if hit:
+                name = hit[0]
+                off += 12
+            elif off + 11 <= n and data[off] == 0:
+                name = ""
+                rtype, rclass, ttl, rdlen = _ROOT_RR_HEAD(data, off)
+                off += 11
+            else:
+                name, off = read_name(data, off, cache)
+                if off + 10 > n:
                     raise DNSParseError("DNS_truncated_ans_too_short")
-                rtype, rclass, ttl, rdlen = struct.unpack_from("!HHIH", data, off)
+                rtype, rclass, ttl, rdlen = _RR_HEAD(data, off)
                 off += 10
-                if off + rdlen > len(data):
-                    raise DNSParseError("DNS_truncated_RR_rdlength_lt_len")
-                rdata = data[off : off + rdlen]
-                if rtype == 41:
-                    m.edns = _parse_opt(rclass, ttl, rdata, m.problems)
-                    if m.edns.get("extended_rcode"):
-                        m.rcode |= m.edns["extended_rcode"] << 4
-                    text, value = "", m.edns
+            if off + rdlen > n:
+                raise DNSParseError("DNS_truncated_RR_rdlength_lt_len")
+            rdata = data[off : off + rdlen]
+            if rtype == 1 and rdlen == 4 and memo is not None:  # A, the most common answer
+                text = value = memo.get(rdata) or _ipv4_text(rdata)
+            elif rtype == 28 and rdlen == 16 and memo is not None:  # AAAA
+                text = value = memo.get(rdata) or _ipv6_text(rdata)
+            elif rtype == 41:
+                edns = value = _parse_opt(rclass, ttl, rdata, problems) if full or rdata else None
+                if ttl & 0xFF000000:  # EDNS extended rcode (edns["extended_rcode"])
+                    rcode |= (ttl >> 24) << 4
+                text = ""
+            else:
+                try:
+                    if rtype in _NAME_TYPES:  # CNAME, PTR, NS...: what _render does, without 2 calls
+                        text, after = read_name(data, off, cache)
+                        if after > off + rdlen:
+                            raise DNSParseError("DNS_rdata_name_overrun")
+                        value = text
+                    else:
+                        text, value = _render(data, rtype, rdata, off, name, cache)
+                except (DNSParseError, ValueError, IndexError, struct.error) as e:
+                    problems.append((e.args[0] if isinstance(e, DNSParseError) else "DNS_rdata_bad",
+                                     qtype_name(rtype)))
+                    text, value = f"<unknown type={rtype}> {rdata.hex()}", rdata.hex()
+            off += rdlen
+            if full:
+                rrs.append((name, rtype, rclass, ttl, rdata, text, value))
+                continue
+            if not i:
+                first = name
+            if text:
+                if i < an:
+                    texts.append(text)
+                    ttls.append(float(ttl))
+                elif i < an + ns:
+                    if auth is None:
+                        auth = []
+                    auth.append(text)
                 else:
-                    try:
-                        text, value = _render(data, rtype, rdata, off, name)
-                    except (DNSParseError, ValueError, IndexError, struct.error) as e:
-                        m.problems.append((e.args[0] if isinstance(e, DNSParseError) else "DNS_rdata_bad", qtype_name(rtype)))
-                        text, value = f"<unknown type={rtype}> {rdata.hex()}", rdata.hex()
-                off += rdlen
-                dest.append(RR(name, rtype, rclass, ttl, rdata, section, text, value))
+                    if addl is None:
+                        addl = []
+                    addl.append(text)
     except DNSParseError as e:
-        m.problems.append((e.args[0], ""))
-        m.truncated = True
+        problems.append((e.args[0], ""))
+        truncated = True
     except (ValueError, IndexError, struct.error) as e:  # defensive: never raise
-        m.problems.append(("DNS_parse_error", type(e).__name__))
-        m.truncated = True
-    return m
+        problems.append(("DNS_parse_error", type(e).__name__))
+        truncated = True
+    if full:
+        return mid, flags, rcode, qd, an, ns, ar, questions, rrs, edns, problems, truncated
+    return mid, flags, rcode, qd, an, ns, ar, questions, (first, texts, ttls, auth, addl), edns, problems, truncated
 
 
 # --------------------------------------------------------------------------------------------
 # Analyzer
 
 
-@dataclass
-class _Pending:
-    ts: float
-    trans_id: int
-    query: str | None
-    rec: dict[str, Any]
+#: A query waiting for its response: (ts, trans_id, its name, the name in lower case, record). A
+#: plain tuple: one is made per query.
+_Pending = tuple[float, int, "str | None", "str | None", dict[str, Any]]
 
 
 MAX_PENDING = 4096
 MAX_TCP_BUFFER = 65535 + 2
+
+# A fresh record: every DNS field in schema order, None but "rejected", then "ts" (last, where
+# setting it after the fields always put it). Copying this dict is much cheaper than building
+# one (``DNS_SCHEMA.names`` makes a new list on each call), and holding "ts" already spares the
+# copy a resize.
+_RECORD_TEMPLATE: dict[str, Any] = {**dict.fromkeys(DNS_SCHEMA.names[6:]), "rejected": False, "ts": None}
+
+# Queries repeat: clients ask for the same names over and over, each time with a new ID, so
+# most queries on a link are byte for byte a query seen before but for the ID. Their parses
+# (``_parse(data, False)`` without the ID) by the message after the ID; cleared when full.
+# A parse depends on the ID only through a compression pointer to it (offset 0 or 1: the
+# bytes C0 00 or C0 01); messages holding those are not kept. The query path only reads a
+# parse (nothing of it is stored by reference but strings and ints), so sharing one is safe.
+_QUERY_MEMO: dict[bytes, tuple] = {}
+_QUERY_MEMO_MAX = 4096
 
 
 class DNSAnalyzer(StreamAnalyzer):
@@ -558,129 +891,174 @@ class DNSAnalyzer(StreamAnalyzer):
     def __init__(self, conn: ConnInfo) -> None:
         super().__init__(conn)
         self._pending: deque[_Pending] = deque()
-        self._buf = {True: bytearray(), False: bytearray()}
-        self._dead = {True: False, False: False}
+        # TCP framing state, created on the first feed()/gap(): most DNS flows are UDP, and
+        # one analyzer is created per flow (often for a single query and its response).
+        self._buf: dict[bool, bytearray] | None = None
+        self._dead: dict[bool, bool] | None = None
         self.messages = 0
 
     # ---- transport
 
-    def datagram(self, is_orig: bool, data: bytes, ts: float) -> None:
-        self._message(is_orig, bytes(data), ts)
+    def _tcp_state(self) -> tuple[dict[bool, bytearray], dict[bool, bool]]:
+        if self._buf is None or self._dead is None:
+            self._buf = {True: bytearray(), False: bytearray()}
+            self._dead = {True: False, False: False}
+        return self._buf, self._dead
 
     def feed(self, is_orig: bool, data: bytes, ts: float) -> None:
-        if self._dead[is_orig] or not data:
+        bufs, dead = self._tcp_state()
+        if dead[is_orig] or not data:
             return
-        buf = self._buf[is_orig]
+        buf = bufs[is_orig]
         buf += data
         while len(buf) >= 2:
             ln = (buf[0] << 8) | buf[1]
             if ln < 12:
                 self.weirds.append(("DNS_TCP_bad_length", str(ln)))
-                self._dead[is_orig] = True
+                dead[is_orig] = True
                 buf.clear()
                 return
             if len(buf) < 2 + ln:
                 break
             msg = bytes(buf[2 : 2 + ln])
             del buf[: 2 + ln]
-            self._message(is_orig, msg, ts)
+            self.datagram(is_orig, msg, ts)  # one message, as over UDP
         if len(buf) > MAX_TCP_BUFFER:  # cannot happen with a 16-bit length; belt and braces
-            self._dead[is_orig] = True
+            dead[is_orig] = True
             buf.clear()
 
     def gap(self, is_orig: bool, length: int, ts: float) -> None:
         # Message framing of this direction is lost; stop parsing it.
-        if not self._dead[is_orig]:
+        bufs, dead = self._tcp_state()
+        if not dead[is_orig]:
             self.weirds.append(("DNS_TCP_gap", str(length)))
-        self._dead[is_orig] = True
-        self._buf[is_orig].clear()
+        dead[is_orig] = True
+        bufs[is_orig].clear()
 
     def finish(self, ts: float) -> None:
-        if self._buf[True] or self._buf[False]:
+        bufs = self._buf
+        if bufs is not None and (bufs[True] or bufs[False]):
             self.weirds.append(("DNS_truncated_len_lt_hdr_len", ""))
-            self._buf[True].clear()
-            self._buf[False].clear()
-        while self._pending:
-            self.records.append(("dns", self._pending.popleft().rec))
+            bufs[True].clear()
+            bufs[False].clear()
+        pending = self._pending
+        while pending:
+            self.records.append(("dns", pending.popleft()[4]))
 
-    # ---- messages
+    # ---- messages (as :func:`_parse` tuples, see :data:`Parsed`)
 
-    def _message(self, is_orig: bool, data: bytes, ts: float) -> None:
-        m = parse_message(data)
-        if m is None:
-            self.weirds.append(("DNS_truncated_len_lt_hdr_len", str(len(data))))
-            return
-        self.messages += 1
-        for w in m.problems:
-            self.weirds.append(w)
-        if m.qr:
-            self._response(m, ts)
+    def datagram(self, is_orig: bool, data: bytes, ts: float) -> None:
+        """One DNS message (a UDP payload, or one length-framed message of a TCP stream)."""
+        if type(data) is not bytes:
+            data = bytes(data)
+        p = None
+        if len(data) >= 12 and not data[2] & 0x80:  # a query: maybe seen before (see _QUERY_MEMO)
+            body = data[2:]
+            seen = _QUERY_MEMO.get(body)
+            if seen is not None:
+                p = ((data[0] << 8) | data[1],) + seen
+            else:
+                p = _parse(data, False)
+                if b"\xc0\x00" not in body and b"\xc0\x01" not in body:
+                    if len(_QUERY_MEMO) >= _QUERY_MEMO_MAX:
+                        _QUERY_MEMO.clear()
+                    _QUERY_MEMO[body] = p[1:]  # type: ignore[index]
         else:
-            self._query(m, ts)
+            p = _parse(data, False)
+            if p is None:
+                self.weirds.append(("DNS_truncated_len_lt_hdr_len", str(len(data))))
+                return
+        self.messages += 1
+        if p[10]:  # problems
+            self.weirds.extend(p[10])
+        if p[1] & 0x8000:  # QR
+            self._response(p, ts)
+            return
+        # a query: log it when its response comes (or at the end)
+        mid, flags, _, _, _, _, _, questions, _, edns, _, _ = p
+        rec = self._base(mid, flags, questions, edns, ts)
+        pending = self._pending
+        if len(pending) >= MAX_PENDING:
+            self.records.append(("dns", pending.popleft()[4]))
+            self.weirds.append(("DNS_too_many_pending_queries", str(MAX_PENDING)))
+        pending.append((ts, mid, questions[0][0] if questions else None, rec["query"], rec))
 
-    def _base(self, m: Message, ts: float) -> dict[str, Any]:
-        rec: dict[str, Any] = {name: None for name in DNS_SCHEMA.names[6:]}
+    def _base(self, mid: int, flags: int, questions: list[tuple[str, int, int]], edns: dict | None,
+              ts: float) -> dict[str, Any]:
+        """The record of a query (or of a response without one), as far as the message goes."""
+        rec = _RECORD_TEMPLATE.copy()
         rec["ts"] = ts
         rec["proto"] = self.conn.proto
-        rec["trans_id"] = m.id
-        rec["Z"] = m.z
-        rec["rejected"] = False
-        if m.questions:
-            q, qt, qc = m.questions[0]
+        rec["trans_id"] = mid
+        rec["Z"] = (flags >> 4) & 0x7
+        rec["RD"] = flags & 0x0100 != 0
+        rec["TC"] = flags & 0x0200 != 0
+        if questions:
+            q, qt, qc = questions[0]
             rec["query"] = q.lower()
-            rec["qtype"], rec["qtype_name"] = qt, qtype_name(qt)
-            rec["qclass"], rec["qclass_name"] = qc, qclass_name(qc)
-        if m.edns and m.edns.get("ecs"):
-            e = m.edns["ecs"]
+            rec["qtype"] = qt
+            rec["qtype_name"] = QTYPES.get(qt) or qtype_name(qt)
+            rec["qclass"] = qc
+            rec["qclass_name"] = CLASSES.get(qc) or qclass_name(qc)
+        if edns and edns.get("ecs"):
+            e = edns["ecs"]
             rec["edns_client_subnet"] = f"{e['address']}/{e['source_prefix_len']}"
         return rec
 
-    def _query(self, m: Message, ts: float) -> None:
-        rec = self._base(m, ts)
-        rec["RD"] = m.rd
-        rec["TC"] = m.tc
-        if len(self._pending) >= MAX_PENDING:
-            self.records.append(("dns", self._pending.popleft().rec))
-            self.weirds.append(("DNS_too_many_pending_queries", str(MAX_PENDING)))
-        self._pending.append(_Pending(ts, m.id, rec["query"], rec))
-
-    def _response(self, m: Message, ts: float) -> None:
-        if m.questions:
-            query = m.questions[0][0].lower()
-        elif m.answers:  # mDNS answers carry no question: the first answer names the query
-            query = m.answers[0].name.lower()
+    def _response(self, p: Parsed, ts: float) -> None:
+        mid, flags, rcode, qd, an, ns, ar, questions, (first, texts, ttls, auth, addl), edns, _, _ = p
+        if not an:
+            first = None  # (no answer section: the first record is no answer)
+        if questions:
+            name = questions[0][0]
+        elif first is not None:  # mDNS answers carry no question: the first answer names the query
+            name = first
         else:
-            query = None
-        match = None
-        for i, p in enumerate(self._pending):
-            if p.trans_id == m.id and (query is None or p.query == query):
-                match = i
-                break
-        if match is not None:
-            p = self._pending[match]
-            del self._pending[match]
-            rec = p.rec
-            rtt = ts - p.ts
+            name = None
+        # the oldest pending query with this ID and name (compared in lower case; the name as
+        # the query had it first: often the very same string, from the name memo)
+        pending = self._pending
+        match = -1
+        query = None
+        for i, (_, pid, pname, pquery, _) in enumerate(pending):
+            if pid == mid:
+                if name is None or name == pname:
+                    match = i
+                    break
+                if query is None:
+                    query = name.lower()
+                if pquery == query:
+                    match = i
+                    break
+        if match >= 0:
+            if match:
+                qts, _, _, _, rec = pending[match]
+                del pending[match]
+            else:
+                qts, _, _, _, rec = pending.popleft()
+            rtt = ts - qts
             rec["rtt"] = rtt if rtt > 0 else None
-            if rec.get("edns_client_subnet") is None and m.edns and m.edns.get("ecs"):
-                e = m.edns["ecs"]
+            if rec["edns_client_subnet"] is None and edns and edns.get("ecs"):
+                e = edns["ecs"]
                 rec["edns_client_subnet"] = f"{e['address']}/{e['source_prefix_len']}"
+            if flags & 0x0200:
+                rec["TC"] = True
         else:
-            rec = self._base(m, ts)
-            rec["RD"] = m.rd
-            rec["TC"] = m.tc
-        rec["rcode"], rec["rcode_name"] = m.rcode, rcode_name(m.rcode)
-        rec["AA"], rec["RA"] = m.aa, m.ra
-        if m.tc:
-            rec["TC"] = True
-        answers = [rr for rr in m.answers if rr.text != ""]
-        if rec["query"] is None and m.answers:
-            rec["query"] = m.answers[0].name.lower()
-        rec["answers"] = [rr.text for rr in answers] or None
-        rec["TTLs"] = [float(rr.ttl) for rr in answers] or None
-        rec["auth"] = [rr.text for rr in m.authority if rr.text] or None
-        rec["addl"] = [rr.text for rr in m.additional if rr.text] or None
-        if (m.questions and not (m.ancount or m.nscount or m.arcount)) or (m.rcode != 0 and not m.qdcount):
+            rec = self._base(mid, flags, questions, edns, ts)
+        rec["rcode"] = rcode
+        rec["rcode_name"] = RCODES.get(rcode) or rcode_name(rcode)
+        rec["AA"] = flags & 0x0400 != 0
+        rec["RA"] = flags & 0x0080 != 0
+        if first is not None and rec["query"] is None:
+            rec["query"] = first.lower()
+        if texts:
+            rec["answers"] = texts
+            rec["TTLs"] = ttls
+        if auth:
+            rec["auth"] = auth
+        if addl:
+            rec["addl"] = addl
+        if (questions and not (an or ns or ar)) or (rcode != 0 and not qd):
             rec["rejected"] = True
         self.records.append(("dns", rec))
 
