@@ -394,52 +394,66 @@ def stream_pcm(packets: list[tuple[int, int, bytes, str]], rate: int = g711.SAMP
     the first one, the holes (loss, silence suppression) filled with silence up to
     :data:`MAX_FILL_SECONDS` each (and, in all, the audio's length or
     :data:`MAX_TOTAL_FILL_SECONDS`); overlapping or backwards timestamps just append.
+
+    Python touches each packet once, to gather its fields into arrays; placement (a sequential
+    recurrence) and the copy of the samples run in a kernel, decoding is one table lookup per
+    run of packets with the same codec (G.711: one sample per byte).
     """
     if not packets:
         return np.zeros(0, dtype=np.int16)
-    seen: set[int] = set()
-    ordered = []
-    for p in sorted(packets, key=lambda p: p[0]):
-        if p[0] in seen:
-            continue
-        seen.add(p[0])
-        ordered.append(p)
-    base = ordered[0][1]
-    cur = 0
+    n = len(packets)
+    seq = np.fromiter((p[0] for p in packets), dtype=np.int64, count=n)
+    if n > 1 and not bool(np.all(seq[1:] > seq[:-1])):  # reordered or duplicated
+        order = np.argsort(seq, kind="stable")
+        keep = np.ones(n, dtype=np.bool_)
+        keep[1:] = seq[order][1:] != seq[order][:-1]  # first of each sequence number, as sorted() kept
+        packets = [packets[i] for i in order[keep].tolist()]
+        n = len(packets)
+    ts = np.fromiter((p[1] for p in packets), dtype=np.int64, count=n)
+    lens = np.fromiter((len(p[2]) for p in packets), dtype=np.int64, count=n)
     max_fill = int(MAX_FILL_SECONDS * rate)
     # All the silence inserted stays below the audio's own length or 10 minutes (bogus
     # timestamps must not make a huge file).
-    fill_budget = max(sum(len(p[2]) for p in ordered), int(MAX_TOTAL_FILL_SECONDS * rate))
-    # Placement is a cheap loop over packets; decoding is one table lookup per run of packets
-    # with the same codec (G.711: one sample per byte), written straight into the track.
-    starts: list[int] = []
-    for _, ext_ts, payload, _codec in ordered:
-        off = ext_ts - base
-        if off > cur and off - cur <= min(max_fill, fill_budget):
-            fill_budget -= off - cur
-            cur = off
-        starts.append(cur)
-        cur += len(payload)
-    track = np.zeros(cur, dtype=np.int16)
+    fill_budget = max(int(lens.sum()), int(MAX_TOTAL_FILL_SECONDS * rate))
+    starts = np.empty(n, dtype=np.int64)
+    total = _place_packets(ts - ts[0], lens, max_fill, fill_budget, starts)
+    track = np.zeros(total, dtype=np.int16)
     i = 0
-    while i < len(ordered):
-        codec = ordered[i][3]
+    while i < n:
+        codec = packets[i][3]
         j = i + 1
-        while j < len(ordered) and ordered[j][3] == codec:
+        while j < n and packets[j][3] == codec:
             j += 1
-        run = ordered[i:j]
-        samples = g711.decode(b"".join(p[2] for p in run), codec)
-        first, last = starts[i], starts[j - 1] + len(run[-1][2])
-        if last - first == len(samples):  # no silence inside the run: one copy
-            track[first:last] = samples
-        else:
-            pos = 0
-            for start, p in zip(starts[i:j], run):
-                n = len(p[2])
-                track[start : start + n] = samples[pos : pos + n]
-                pos += n
+        samples = g711.decode(b"".join([p[2] for p in packets[i:j]]), codec)
+        _scatter_samples(track, starts[i:j], lens[i:j], samples)
         i = j
     return track
+
+
+@njit(cache=True)
+def _place_packets(offs, lens, max_fill, fill_budget, starts):
+    """Where each packet's samples start (see :func:`stream_pcm`); returns the track length."""
+    cur = 0
+    for k in range(offs.shape[0]):
+        off = offs[k]
+        gap = off - cur
+        if gap > 0 and gap <= min(max_fill, fill_budget):
+            fill_budget -= gap
+            cur = off
+        starts[k] = cur
+        cur += lens[k]
+    return cur
+
+
+@njit(cache=True)
+def _scatter_samples(track, starts, lens, samples):
+    """Copy consecutive ``lens[k]`` samples to ``track[starts[k]:]``, k in order."""
+    p = 0
+    for k in range(starts.shape[0]):
+        s = starts[k]
+        for j in range(lens[k]):
+            track[s + j] = samples[p + j]
+        p += lens[k]
 
 
 _SAFE = re.compile(r"[^A-Za-z0-9@._+\-]+")
