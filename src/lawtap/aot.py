@@ -177,6 +177,17 @@ def build(out_dir: Path | None = None, verbose: bool = True) -> Path:
     key = module_key()
     name = module_name(key)
     t0 = time.perf_counter()
+    import numba.pycc.compiler as pycc_compiler
+
+    class _GilFreeFlags(pycc_compiler.Flags):
+        """pycc's compile flags plus ``release_gil``: the exported wrappers drop the GIL while
+        the kernel runs (like ``nogil=True``), so the reader thread's decoding overlaps the
+        flow table and the writer (pycc has no option for it)."""
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.release_gil = True
+
     with tempfile.TemporaryDirectory(dir=out) as tmp:
         cc = CC(name)
         cc.output_dir = tmp
@@ -184,9 +195,14 @@ def build(out_dir: Path | None = None, verbose: bool = True) -> Path:
         for module, function, signature in EXPORTS:
             kernel = getattr(importlib.import_module(module), function)
             cc.export(exported_name(module, function), signature)(kernel.py_func)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            cc.compile()
+        plain_flags = pycc_compiler.Flags
+        pycc_compiler.Flags = _GilFreeFlags
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                cc.compile()
+        finally:
+            pycc_compiler.Flags = plain_flags
         built = next(Path(tmp).glob(f"{name}*"))
         target = out / f"{name}{importlib.machinery.EXTENSION_SUFFIXES[0]}"
         os.replace(built, target)
