@@ -381,19 +381,19 @@ def test_close_is_idempotent_and_refuses_existing_case(tmp_path: Path) -> None:
 def test_interrupt_during_write_leaves_readable_parquet(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A real SIGINT arriving while a row group is written (by the writer thread) never cuts
-    it: the interrupt reaches the caller, close() in finally still writes every accepted row
+    """A real SIGINT arriving while a row group is handed to the writer thread is held until the
+    group is handed over, then raised; close() in finally still writes every accepted row
     exactly once, in order, in Parquet and JSON alike."""
-    original = pq.ParquetWriter.write_table
+    original = CaseWriter._submit
     calls = []
 
-    def write_table_then_sigint(self: pq.ParquetWriter, *args: object, **kwargs: object) -> None:
+    def submit_then_sigint(self: CaseWriter, *args: object) -> None:
         calls.append(1)
         if len(calls) == 2:
-            signal.raise_signal(signal.SIGINT)  # lands mid-write of the second row group
-        original(self, *args, **kwargs)
+            signal.raise_signal(signal.SIGINT)  # lands while the second row group is handed over
+        original(self, *args)
 
-    monkeypatch.setattr(pq.ParquetWriter, "write_table", write_table_then_sigint)
+    monkeypatch.setattr(CaseWriter, "_submit", submit_then_sigint)
     conn = _conn_columns()
     writer = CaseWriter(tmp_path / "c", json_logs=True, row_group_rows=2)
     with pytest.raises(KeyboardInterrupt):
@@ -404,15 +404,38 @@ def test_interrupt_during_write_leaves_readable_parquet(
         finally:
             writer.close({"note": "stopped"}, interrupted=True)
     table = pq.read_table(tmp_path / "c" / "conn.parquet")
-    uids = table.column("uid").to_pylist()
-    # The interrupt lands in the main thread after the 2nd or the 3rd write() call.
-    assert uids in (["CA", "CB", "CT", "CI"], ["CA", "CB", "CT", "CI", "CC"])
-    assert pq.ParquetFile(tmp_path / "c" / "conn.parquet").metadata.num_row_groups == (len(uids) + 1) // 2
+    assert table.column("uid").to_pylist() == ["CA", "CB", "CT", "CI"]
+    assert pq.ParquetFile(tmp_path / "c" / "conn.parquet").metadata.num_row_groups == 2
     log = (tmp_path / "c" / "conn.log").read_text().splitlines()
-    assert [json.loads(line)["uid"] for line in log] == uids
+    assert [json.loads(line)["uid"] for line in log] == ["CA", "CB", "CT", "CI"]
     meta = read_case_meta(tmp_path / "c")
     assert meta["interrupted"] is True and meta["complete"] is False
     assert pq.read_table(tmp_path / "c" / "weird.parquet").num_rows == 0
+
+
+def test_failed_background_write_surfaces_and_close_still_finishes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An error in the writer thread reaches the caller (at a later write or at close)."""
+    original = pq.ParquetWriter.write_table
+    calls = []
+
+    def fail_second(self: pq.ParquetWriter, *args: object, **kwargs: object) -> None:
+        calls.append(1)
+        if len(calls) == 2:
+            raise OSError("disk full")
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(pq.ParquetWriter, "write_table", fail_second)
+    conn = _conn_columns()
+    writer = CaseWriter(tmp_path / "c", row_group_rows=2)
+    with pytest.raises(OSError, match="disk full"):
+        try:
+            for k in range(0, len(CONN), 2):
+                writer.write("conn", {c: v[k : k + 2] for c, v in conn.items()})
+        finally:
+            writer.close({})
+    assert read_case_meta(tmp_path / "c")["complete"] is False
 
 
 def test_interrupt_between_writes_flushes_buffered_rows(tmp_path: Path) -> None:
