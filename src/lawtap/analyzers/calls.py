@@ -355,7 +355,9 @@ class CallTracker:
         if key not in call.bindings:
             call.bindings.append(key)
 
-    def _rtp(self, conn: ConnInfo, is_orig: bool, pkt: Any, ts: float) -> MediaBinding | None:
+    def media_target(self, conn: ConnInfo, is_orig: bool) -> tuple[MediaBinding, Any, str, tuple, tuple] | None:
+        """The call a media packet of ``conn`` (this direction) belongs to:
+        ``(binding, call, sender, src, dst)``, or None when no SDP announced either end."""
         src = (conn.orig_h, conn.orig_p) if is_orig else (conn.resp_h, conn.resp_p)
         dst = (conn.resp_h, conn.resp_p) if is_orig else (conn.orig_h, conn.orig_p)
         b = self.bindings.get(dst)
@@ -369,6 +371,13 @@ class CallTracker:
         call = self.calls.get(b.call_id)
         if call is None:
             return None
+        return b, call, sender, src, dst
+
+    def _rtp(self, conn: ConnInfo, is_orig: bool, pkt: Any, ts: float) -> MediaBinding | None:
+        target = self.media_target(conn, is_orig)
+        if target is None:
+            return None
+        b, call, sender, src, dst = target
         call.last_activity = max(call.last_activity, ts)
         if not self.write_wav or call.audio_truncated:
             return b

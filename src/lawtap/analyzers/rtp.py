@@ -1034,22 +1034,7 @@ class RtpAnalyzer(StreamAnalyzer):
         """What CallTracker._rtp finds for a packet of this direction: (binding, call, sender,
         src, dst), or None when it returns None. Constant during a batch (only signalling
         changes bindings and calls)."""
-        tr = self.tracker
-        c = self.conn
-        src = (c.orig_h, c.orig_p) if is_orig else (c.resp_h, c.resp_p)
-        dst = (c.resp_h, c.resp_p) if is_orig else (c.orig_h, c.orig_p)
-        b = tr.bindings.get(dst)
-        if b is not None:
-            sender = b.sender
-        else:
-            b = tr.bindings.get(src)
-            if b is None:
-                return None
-            sender = b.receiver
-        call = tr.calls.get(b.call_id)
-        if call is None:
-            return None
-        return (b, call, sender, src, dst)
+        return self.tracker.media_target(self.conn, is_orig)
 
     def _tables(self, codecs: dict | None) -> tuple[np.ndarray, np.ndarray, bool]:
         """(G.711 kind, jitter clock rate, usable) per payload type under ``codecs``."""
