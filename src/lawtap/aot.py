@@ -45,6 +45,7 @@ EXPORTS: tuple[tuple[str, str, str], ...] = (
      " i8[::1], b1[::1], u8[:,::1], i8[:,::1], u1[:,::1], i8[:,::1], u1[::1], i8[::1], i8[::1], i1[::1], i1[::1])"),
     ("lawtap.flows.table", "flush_all", "b1(u8[:,::1], i8[:,::1], u1[:,::1], u1[::1], i8[::1], u8[:,::1], i8[:,::1], u1[:,::1])"),
     ("lawtap.flows.table", "rehash", "void(u8[:,::1], i8[:,::1], u1[:,::1], u1[::1], u8[:,::1], i8[:,::1], u1[:,::1], u1[::1])"),
+    ("lawtap.flows.table", "uid_chars", "void(i8[::1], u8, u8, u1, u1[::1], u1[:,::1])"),
 )
 # Sources the compiled module depends on (the kernels, their helpers and constants).
 SOURCES = ("jit.py", "aot.py", "decode/kernel.py", "flows/table.py", "sources/pcap.py", "sources/pcapng.py")
@@ -105,8 +106,9 @@ def _arg_checks(signature: str) -> list[Callable[[Any], bool]]:
             checks.append(is_array)
         elif a == "b1":
             checks.append(lambda x: isinstance(x, (bool, np.bool_, int, np.integer)))
-        else:
-            checks.append(lambda x: isinstance(x, (int, np.integer)) and -(1 << 63) <= int(x) < (1 << 63))
+        else:  # integer scalars: i8, u8, u1
+            lo, hi = {"i8": (-(1 << 63), 1 << 63), "u8": (0, 1 << 64), "u1": (0, 256)}[a]
+            checks.append(lambda x, lo=lo, hi=hi: isinstance(x, (int, np.integer)) and lo <= int(x) < hi)
     return checks
 
 

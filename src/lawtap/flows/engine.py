@@ -8,10 +8,10 @@ building Arrow record batches.
 from __future__ import annotations
 
 import ipaddress
-from socket import AF_INET6, inet_ntoa, inet_ntop
 import re
 from collections.abc import Callable
 from functools import lru_cache
+from socket import AF_INET6, inet_ntoa, inet_ntop
 
 import numpy as np
 import pyarrow as pa
@@ -38,7 +38,7 @@ ARENA_BYTES = 16 << 20
 Classifier = Callable[[str, int, int, list[bytes], list[bytes]], str]
 
 
-_B62 = np.frombuffer(_BASE62.encode(), dtype=np.uint8)
+_B62 = np.frombuffer(_BASE62.encode(), dtype=np.uint8).copy()  # writable: a kernel argument
 _M64 = np.uint64(0xFFFFFFFFFFFFFFFF)
 _B62_PAIR_BYTES = np.stack([np.tile(_B62, 62), np.repeat(_B62, 62)], axis=1)  # row r: digits r%62, r//62
 
@@ -51,6 +51,9 @@ def _mix64(x: np.ndarray) -> np.ndarray:
         return x ^ (x >> np.uint64(31))
 
 
+UID_KERNEL_MIN = 512  # below this, numpy (no kernel to load for a handful of uids)
+
+
 def make_uids(salt: bytes, fids: np.ndarray, prefix: str = "C") -> pa.Array:
     """Zeek-style uids (``C`` + 17 base62 chars), deterministic for the same input and flow.
 
@@ -59,6 +62,10 @@ def make_uids(salt: bytes, fids: np.ndarray, prefix: str = "C") -> pa.Array:
     """
     k1 = np.uint64(int.from_bytes(salt[:8], "little"))
     k2 = np.uint64(int.from_bytes(salt[8:16], "little"))
+    if len(fids) >= UID_KERNEL_MIN:  # many flows (a batch's conn records): the same in a kernel
+        chars = np.empty((len(fids), 18), dtype=np.uint8)
+        ft.uid_chars(np.ascontiguousarray(fids, dtype=np.int64), k1, k2, np.uint8(ord(prefix)), _B62, chars)
+        return pa.array(chars.view("S18").ravel(), type=pa.binary()).cast(pa.string())
     f = np.asarray(fids, dtype=np.int64).astype(np.uint64)
     with np.errstate(over="ignore"):
         h1 = _mix64(f ^ k1)

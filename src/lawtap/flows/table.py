@@ -718,3 +718,32 @@ def rehash(K, F, H, used, K2, F2, H2, used2):
             K2[s, :] = K[j, :]
             F2[s, :] = F[j, :]
             H2[s, :] = H[j, :]
+
+
+@njit(cache=True, nogil=True)
+def uid_chars(fids, k1, k2, prefix, digits, out):
+    """The 18 characters of each flow's uid (``lawtap.flows.engine.make_uids`` in a kernel):
+    two salted splitmix64 hashes of the flow number, written as 10 + 7 base62 digits."""
+    m1 = np.uint64(0xBF58476D1CE4E5B9)
+    m2 = np.uint64(0x94D049BB133111EB)
+    golden = np.uint64(0x9E3779B97F4A7C15)
+    base = np.uint64(62)
+    for i in range(fids.shape[0]):
+        f = np.uint64(fids[i])
+        x = f ^ k1
+        x = (x ^ (x >> np.uint64(30))) * m1
+        x = (x ^ (x >> np.uint64(27))) * m2
+        h1 = x ^ (x >> np.uint64(31))
+        x = h1 ^ k2 ^ (f * golden)
+        x = (x ^ (x >> np.uint64(30))) * m1
+        x = (x ^ (x >> np.uint64(27))) * m2
+        h2 = x ^ (x >> np.uint64(31))
+        out[i, 0] = prefix
+        v = h1 % np.uint64(839299365868340224)  # 62**10
+        for k in range(10):
+            out[i, 1 + k] = digits[v % base]
+            v //= base
+        v = h2 % np.uint64(3521614606208)  # 62**7
+        for k in range(7):
+            out[i, 11 + k] = digits[v % base]
+            v //= base
