@@ -156,8 +156,11 @@ class StreamDispatcher:
         run_end = np.empty(n, dtype=np.int64)  # per position: where the run containing it ends
         ends = np.append(run_starts[1:], n)
         run_end[:] = np.repeat(ends, np.diff(np.append(run_starts, n)))
-        # Merged runs read their bytes from one gathered buffer; single segments stay zero-copy.
-        g_len = np.where(tcp_a, len_a, 0)
+        # Merged runs read their bytes from one gathered buffer; single segments stay zero-copy
+        # (only packets joining a neighbour are gathered).
+        merged = joins.copy()
+        merged[:-1] |= joins[1:]
+        g_len = np.where(merged, len_a, 0)
         g_pos = np.zeros(n + 1, dtype=np.int64)
         np.cumsum(g_len, out=g_pos[1:])
         gathered = memoryview(b"")
