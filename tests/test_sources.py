@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import mmap
 import os
 import re
 import shutil
@@ -25,6 +26,14 @@ from lawtap.sources import (
 )
 
 ETH, RAW, SLL = 1, 101, 113
+
+
+@pytest.fixture(autouse=True, params=["mmap", "read"])
+def read_path(request, monkeypatch):
+    """Every test here runs over both read paths: mmap windows (plain files) and read()."""
+    monkeypatch.setenv("LAWTAP_MMAP", "1" if request.param == "mmap" else "0")
+    return request.param
+
 T0 = 1_700_000_000 * 10**9  # a plausible capture time, ns
 
 # ---------------------------------------------------------------------------------------------
@@ -178,13 +187,28 @@ def test_chunk_boundaries_do_not_matter(tmp_path, max_bytes):
     assert [(g[0], g[1]) for g in got] == [(t // 1000 * 1000, d) for t, d, _ in pk]
 
 
-def test_batch_data_is_a_reused_buffer(tmp_path):
+def test_batch_data_is_a_reused_buffer(tmp_path, read_path):
     path = write(tmp_path, "r.pcap", pcap_file(sample_packets(200)))
     src = open_capture(path)
     it = src.batches(max_bytes=1024)
     first = next(it)
     second = next(it)
-    assert np.shares_memory(first.data, second.data)
+    # read(): one buffer reused; mmap: each batch views its own window (the file itself).
+    assert np.shares_memory(first.data, second.data) == (read_path == "read")
+
+
+@pytest.mark.parametrize("max_bytes", [64, 5000, 70_000])
+def test_mapped_batches_stay_valid_when_all_are_kept(tmp_path, max_bytes):
+    """mmap windows stay mapped while a batch references them: keeping every batch of a
+    capture (windows crossing records, records larger than a window) changes none of them."""
+    pk = sample_packets(3000)
+    path = write(tmp_path, "keep.pcap", pcap_file(pk))
+    src = open_capture(path)
+    src.mapped = True
+    batches = list(src.batches(max_bytes=max_bytes))
+    assert len(batches) > 1
+    got = [b.packet(i) for b in batches for i in range(len(b))]
+    assert got == [d for _, d, _ in pk]
 
 
 @pytest.mark.parametrize("max_bytes", [256, 1024, 4096])
@@ -538,12 +562,20 @@ def test_merge_three_sources_with_equal_timestamps(tmp_path):
     assert len(got) == 150
 
 
-def test_merge_single_source_passes_through(tmp_path):
+def test_merge_single_source_passes_through(tmp_path, read_path):
     path = write(tmp_path, "a.pcap", pcap_file(sample_packets(200)))
     src = open_capture(path)
     it = merge_batches([src], max_bytes=1024)
     first, second = next(it), next(it)
-    assert np.shares_memory(first.data, second.data)  # the source's buffer: no copy
+    # The source's own buffer (read(): reused) or file window (mmap), not a merged copy.
+    if read_path == "read":
+        assert np.shares_memory(first.data, second.data)
+    else:
+        for b in (first, second):
+            root = b.data
+            while isinstance(root, np.ndarray):
+                root = root.base
+            assert isinstance(root.obj if isinstance(root, memoryview) else root, mmap.mmap)
 
 
 def test_merge_carries_weirds_with_file_name(tmp_path):

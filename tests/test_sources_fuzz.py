@@ -86,13 +86,23 @@ def _read(content: bytes, max_bytes: int = 32 << 20) -> tuple[bool, int]:
     except CaptureError as e:
         assert str(path) in str(e) and "\n" not in str(e)
         return False, 0
-    n = 0
-    for b in src.batches(max_bytes):  # must not raise anything at all
-        assert b.offset.shape == b.caplen.shape == b.ts.shape == (len(b),)
-        if len(b):
-            assert (b.caplen >= 0).all()
-            assert int((b.offset + b.caplen).max()) <= b.data.shape[0]
-        n += len(b)
+    # Both read paths (mmap windows for plain files, read() into a buffer) must agree exactly,
+    # damage included.
+    seen = []
+    for mapped in (True, False):
+        src.mapped = mapped and not src.compressed
+        n = 0
+        packets, weirds = [], []
+        for b in src.batches(max_bytes):  # must not raise anything at all
+            assert b.offset.shape == b.caplen.shape == b.ts.shape == (len(b),)
+            if len(b):
+                assert (b.caplen >= 0).all()
+                assert int((b.offset + b.caplen).max()) <= b.data.shape[0]
+            n += len(b)
+            packets += [(int(b.file_offset[i]), int(b.ts[i]), b.packet(i)) for i in range(len(b))]
+            weirds += [(w.name, w.file_offset) for w in b.weirds]
+        seen.append((packets, weirds))
+    assert seen[0] == seen[1]
     return True, n
 
 
