@@ -46,6 +46,7 @@ EXPORTS: tuple[tuple[str, str, str], ...] = (
     ("lawtap.flows.table", "flush_all", "b1(u8[:,::1], i8[:,::1], u1[:,::1], u1[::1], i8[::1], u8[:,::1], i8[:,::1], u1[:,::1])"),
     ("lawtap.flows.table", "rehash", "void(u8[:,::1], i8[:,::1], u1[:,::1], u1[::1], u8[:,::1], i8[:,::1], u1[:,::1], u1[::1])"),
     ("lawtap.flows.table", "uid_chars", "void(i8[::1], u8, u8, u1, u1[::1], u1[:,::1])"),
+    ("lawtap.flows.table", "address_chars", "i8(u8[::1], u8[::1], i4[::1], u1[::1])"),
 )
 # Sources the compiled module depends on (the kernels, their helpers and constants).
 SOURCES = ("jit.py", "aot.py", "decode/kernel.py", "flows/table.py", "sources/pcap.py", "sources/pcapng.py")

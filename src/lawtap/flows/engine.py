@@ -65,7 +65,7 @@ def make_uids(salt: bytes, fids: np.ndarray, prefix: str = "C") -> pa.Array:
     if len(fids) >= UID_KERNEL_MIN:  # many flows (a batch's conn records): the same in a kernel
         chars = np.empty((len(fids), 18), dtype=np.uint8)
         ft.uid_chars(np.ascontiguousarray(fids, dtype=np.int64), k1, k2, np.uint8(ord(prefix)), _B62, chars)
-        return pa.array(chars.view("S18").ravel(), type=pa.binary()).cast(pa.string())
+        return fixed_width_strings(chars)
     f = np.asarray(fids, dtype=np.int64).astype(np.uint64)
     with np.errstate(over="ignore"):
         h1 = _mix64(f ^ k1)
@@ -84,7 +84,7 @@ def make_uids(salt: bytes, fids: np.ndarray, prefix: str = "C") -> pa.Array:
         chars[:, 11 + 2 * k : 13 + 2 * k] = _B62_PAIR_BYTES[(v % pair).astype(np.intp)]
         v //= pair
     chars[:, 17] = _B62[v.astype(np.intp)]
-    return pa.array(chars.view("S18").ravel(), type=pa.binary()).cast(pa.string())
+    return fixed_width_strings(chars)
 
 
 _MASK = (1 << 64) - 1
@@ -123,27 +123,34 @@ def _uid_from_keys(k1: int, k2: int, fid: int, prefix: str = "C") -> str:
     return "".join(out)
 
 
-_OCTETS = pa.array([str(i) for i in range(256)], type=pa.string())  # take() beats cast() 4x
+def string_array(data: np.ndarray, offsets: np.ndarray) -> pa.Array:
+    """An Arrow string array straight from UTF-8 bytes and int32 offsets (no per-row work)."""
+    return pa.StringArray.from_buffers(offsets.shape[0] - 1, pa.py_buffer(offsets), pa.py_buffer(data))
 
 
-def address_strings(hi: np.ndarray, lo: np.ndarray, names: "AddressNames") -> pa.Array:
-    """Format key halves as addresses: IPv4 vectorized in Arrow, IPv6 through a memo."""
-    import pyarrow.compute as pc
+def fixed_width_strings(chars: np.ndarray) -> pa.Array:
+    """Rows of a 2-D uint8 array as strings, each ending at its first NUL (or the row's end)."""
+    n, width = chars.shape
+    if n == 0:
+        return pa.array([], type=pa.string())
+    keep = chars != 0
+    if keep.all():
+        return string_array(np.ascontiguousarray(chars).ravel(), np.arange(0, (n + 1) * width, width, dtype=np.int32))
+    offsets = np.zeros(n + 1, dtype=np.int32)
+    np.cumsum(keep.sum(axis=1), out=offsets[1:])
+    return string_array(chars[keep], offsets)
 
-    v4 = (hi == 0) & ((lo >> np.uint64(32)) == np.uint64(0xFFFF))
+
+def address_strings(hi: np.ndarray, lo: np.ndarray) -> pa.Array:
+    """Key halves as an Arrow string column of addresses, formatted in a kernel with the rules
+    of :func:`address_text` (a conn batch formats hundreds of thousands of them)."""
     n = hi.shape[0]
     if n == 0:
         return pa.array([], type=pa.string())
-    # Few distinct addresses (servers, clients) recur over many flows: format each once.
-    uniq, inverse = np.unique(lo, return_inverse=True)
-    octets = [_OCTETS.take(pa.array(((uniq >> np.uint64(s)) & np.uint64(0xFF)).astype(np.uint8))) for s in (24, 16, 8, 0)]
-    dotted = pc.binary_join_element_wise(*octets, ".").take(pa.array(inverse.ravel()))
-    if v4.all():
-        return dotted
-    v6_rows = np.nonzero(~v4)[0]
-    v6 = pa.array([names(h, l) for h, l in zip(hi[v6_rows].tolist(), lo[v6_rows].tolist())], type=pa.string())
-    # Put the IPv6 strings in their rows: replace_with_mask fills masked slots in order.
-    return pc.replace_with_mask(dotted, pa.array(~v4), v6)
+    offsets = np.empty(n + 1, dtype=np.int32)
+    out = np.empty(39 * n, dtype=np.uint8)
+    used = ft.address_chars(np.ascontiguousarray(hi, dtype=np.uint64), np.ascontiguousarray(lo, dtype=np.uint64), offsets, out)
+    return string_array(out[:used], offsets)
 
 
 def address_text(hi: int, lo: int) -> str:
@@ -160,23 +167,6 @@ def address_text(hi: int, lo: int) -> str:
         if top == 0:
             return str(ipaddress.IPv6Address(lo))
     return inet_ntop(AF_INET6, ((hi << 64) | lo).to_bytes(16, "big"))
-
-
-class AddressNames:
-    """Formats 128-bit key halves as address strings, memoised (addresses repeat a lot)."""
-
-    def __init__(self) -> None:
-        self._cache: dict[tuple[int, int], str] = {}
-
-    def __call__(self, hi: int, lo: int) -> str:
-        key = (hi, lo)
-        s = self._cache.get(key)
-        if s is None:
-            s = address_text(hi, lo)
-            if len(self._cache) > 1_000_000:
-                self._cache.clear()
-            self._cache[key] = s
-        return s
 
 
 def conn_state(proto: int, os_: int, rs: int, orig_size: int, resp_size: int, history: str) -> str:
@@ -211,7 +201,8 @@ def conn_state(proto: int, os_: int, rs: int, orig_size: int, resp_size: int, hi
 
 
 def conn_states(proto: np.ndarray, os_: np.ndarray, rs: np.ndarray, osize: np.ndarray, rsize: np.ndarray, hist: np.ndarray) -> pa.Array:
-    """Vectorized :func:`conn_state`: numpy picks the state; only RSTOS0 candidates need the regex."""
+    """Vectorized :func:`conn_state`: numpy picks the state; only RSTOS0 candidates need the regex
+    (``hist``: the NUL-padded history letters, one row per flow)."""
     T = ft
     tcp = proto == 6
     udp = proto == 17
@@ -236,7 +227,7 @@ def conn_states(proto: np.ndarray, os_: np.ndarray, rs: np.ndarray, osize: np.nd
     code = np.where(tcp & other & (os_ == T.TCP_ESTABLISHED) & (rs == T.TCP_ESTABLISHED), 12, code)
     code = np.where(udp, np.where(os_ != 0, np.where(rs != 0, 6, 11), np.where(rs != 0, 9, 0)), code)
     for i in np.nonzero(code == 4)[0].tolist():
-        if not _RSTOS0.fullmatch(hist[i].decode("ascii", "replace")):
+        if not _RSTOS0.fullmatch(bytes(hist[i]).rstrip(b"\0").decode("ascii", "replace")):
             code[i] = 0
     return pa.array(names[code].tolist(), type=pa.string()) if len(code) < 64 else pa.DictionaryArray.from_arrays(
         pa.array(code, type=pa.int8()), pa.array(names.tolist())).cast(pa.string())
@@ -263,7 +254,6 @@ class FlowEngine:
         self.S = np.zeros((SAMPLE_CAPACITY, 4), dtype=np.int64)
         self.arena = np.zeros(ARENA_BYTES, dtype=np.uint8)
         self.samples: dict[int, tuple[list[bytes], list[bytes]]] = {}
-        self.names = AddressNames()
         self.conn_batches: list[pa.RecordBatch] = []
         self._ended_raw: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         self.keep_records = keep_records  # False: only flow ids are reported (the collector)
@@ -384,8 +374,8 @@ class FlowEngine:
         o_lo = np.where(orig_is_a, EK[:, 1], EK[:, 3])
         r_hi = np.where(orig_is_a, EK[:, 2], EK[:, 0])
         r_lo = np.where(orig_is_a, EK[:, 3], EK[:, 1])
-        orig_h = address_strings(o_hi, o_lo, self.names)
-        resp_h = address_strings(r_hi, r_lo, self.names)
+        orig_h = address_strings(o_hi, o_lo)
+        resp_h = address_strings(r_hi, r_lo)
         orig_p = np.where(orig_is_a, pa_, pb_)
         resp_p = np.where(orig_is_a, pb_, pa_)
         return orig_h, orig_p, resp_h, resp_p
@@ -405,9 +395,8 @@ class FlowEngine:
             seq_size = np.maximum(EF[:, ft.F_HIGH + d], EF[:, ft.F_ACKED + d])
             seq_size = seq_size - (EF[:, ft.F_SYN_CNT + d] > 0) - (EF[:, ft.F_FIN_CNT + d] > 0)
             sizes.append(np.where(tcp, np.maximum(seq_size, 0), EF[:, ft.F_PAY_BYTES + d]))
-        # History letters are NUL-padded rows: viewed as fixed-width bytes, numpy strips the pad.
-        hist_bytes = np.ascontiguousarray(EH).view(f"S{ft.HLEN}").ravel()
-        histories = pa.array(hist_bytes, type=pa.binary()).cast(pa.string())
+        # History letters are NUL-padded rows (letters first, then NULs).
+        histories = fixed_width_strings(EH)
         fids = EF[:, ft.F_FID]
         uids = make_uids(self.salt, fids)
         parents = EF[:, ft.F_PARENT]
@@ -417,7 +406,7 @@ class FlowEngine:
             tunnel_parents = pa.array([[u] if p else None for u, p in zip(parent_uids, has_parent.tolist())], type=pa.list_(pa.string()))
         else:
             tunnel_parents = pa.nulls(n, type=pa.list_(pa.string()))
-        states = conn_states(proto, EF[:, ft.F_STATE], EF[:, ft.F_STATE + 1], sizes[0], sizes[1], hist_bytes)
+        states = conn_states(proto, EF[:, ft.F_STATE], EF[:, ft.F_STATE + 1], sizes[0], sizes[1], EH)
         services = self._services(fids, proto, orig_p, resp_p, EF[:, ft.F_TUN_KIND], EF[:, ft.F_SVC])
         first = EF[:, ft.F_FIRST_TS]
         duration = (EF[:, ft.F_LAST_TS] - first) / 1e9

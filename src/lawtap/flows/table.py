@@ -747,3 +747,82 @@ def uid_chars(fids, k1, k2, prefix, digits, out):
         for k in range(7):
             out[i, 11 + k] = digits[v % base]
             v //= base
+
+
+@njit(cache=True, nogil=True, _nrt=False)
+def _hextet(hi, lo, g):
+    """16-bit group ``g`` (0 = most significant) of the address ``hi:lo``."""
+    if g < 4:
+        return np.int64((hi >> np.uint64(48 - 16 * g)) & np.uint64(0xFFFF))
+    return np.int64((lo >> np.uint64(112 - 16 * g)) & np.uint64(0xFFFF))
+
+
+@njit(cache=True, nogil=True)
+def address_chars(hi, lo, offsets, out):
+    """Arrow string data for a column of addresses (``engine.address_strings`` in a kernel).
+
+    IPv4 (stored IPv4-mapped) as a dotted quad; IPv6 as :mod:`ipaddress` prints it (RFC 5952:
+    lower-case hex without leading zeros, the first longest run of two or more zero groups as
+    ``::``, no embedded IPv4). Writes the bytes to ``out`` (room for 39 per row) and the Arrow
+    offsets to ``offsets`` (``n + 1`` entries); returns the number of bytes written.
+    """
+    pos = 0
+    offsets[0] = 0
+    for i in range(lo.shape[0]):
+        h = hi[i]
+        v = lo[i]
+        if h == np.uint64(0) and (v >> np.uint64(32)) == np.uint64(0xFFFF):
+            q = np.int64(v & np.uint64(0xFFFFFFFF))
+            for shift in range(24, -8, -8):
+                o = (q >> shift) & 0xFF
+                if o >= 100:
+                    out[pos] = 48 + o // 100
+                    pos += 1
+                if o >= 10:
+                    out[pos] = 48 + (o // 10) % 10
+                    pos += 1
+                out[pos] = 48 + o % 10
+                pos += 1
+                if shift:
+                    out[pos] = 46  # '.'
+                    pos += 1
+            offsets[i + 1] = pos
+            continue
+        best_start = -1
+        best_len = 0
+        run_start = -1
+        for g in range(8):
+            if _hextet(h, v, g) == 0:
+                if run_start < 0:
+                    run_start = g
+                if g - run_start + 1 > best_len:
+                    best_start = run_start
+                    best_len = g - run_start + 1
+            else:
+                run_start = -1
+        if best_len < 2:
+            best_start = -1
+        first = True
+        if best_start == 0:
+            first = False  # an empty first token: the text starts with "::"
+        g = 0
+        while g < 8:
+            if not first:
+                out[pos] = 58  # ':'
+                pos += 1
+            first = False
+            if g == best_start:
+                g += best_len
+                continue
+            x = _hextet(h, v, g)
+            for shift in range(12, -4, -4):
+                if x >> shift or shift == 0:
+                    d = (x >> shift) & 0xF
+                    out[pos] = 48 + d if d < 10 else 87 + d
+                    pos += 1
+            g += 1
+        if best_start >= 0 and best_start + best_len == 8:
+            out[pos] = 58  # the empty last token: the text ends with "::"
+            pos += 1
+        offsets[i + 1] = pos
+    return pos
