@@ -54,12 +54,23 @@ WRITER_OPTIONS: dict[str, dict[str, Any]] = {
         "use_dictionary": False,
         "column_encoding": {"frame": "DELTA_BINARY_PACKED", "ts_ns": "DELTA_BINARY_PACKED", "file_offset": "DELTA_BINARY_PACKED"},
     },
+    # Dictionaries only where values repeat: for uids, times and counters the attempt costs a
+    # quarter of the write and the file is smaller without it.
+    "conn": {
+        "use_dictionary": ["id.orig_h", "id.orig_p", "id.resp_h", "id.resp_p", "proto", "service", "conn_state",
+                           "history", "tunnel_parents", "vlan", "inner_vlan", "ip_proto", "missed_bytes"],
+    },
 }
 PARTIAL_SUFFIX = ".partial"
 # Rows buffered per type before a row group is written: big enough for efficient Parquet and
 # vectorised JSON formatting, small enough that memory stays bounded (~tens of MB per type).
 DEFAULT_ROW_GROUP_ROWS = 128 * 1024
-MAX_INFLIGHT = 4  # row groups queued for the writer thread before write() waits
+# ...or this many bytes of Arrow data, whichever comes first: wide records (conn, http, dns)
+# then leave in several groups written during the run, instead of one big group written by
+# close() while everything else waits.
+DEFAULT_ROW_GROUP_BYTES = 8 << 20
+MAX_INFLIGHT = 4  # row groups queued for the writer threads before write() waits
+SEPARATE_WRITERS = frozenset({"packets"})  # types written by a thread of their own
 
 SourceFormat = Literal["pcap", "pcapng", "live"]
 RecordInput = Union[pa.RecordBatch, pa.Table, Mapping[str, Any]]
@@ -716,8 +727,9 @@ class CaseWriter:
     """Appends records to a case directory; :meth:`close` must run (use ``finally`` or ``with``).
 
     ``write`` validates immediately (bad rows raise at the call site) but buffers rows per type
-    and writes whole row groups of ``row_group_rows`` rows, which keeps Parquet efficient when
-    the pipeline hands over many small batches. ``flush`` forces buffered rows out.
+    and writes whole row groups of ``row_group_rows`` rows or ``row_group_bytes`` bytes,
+    whichever is fewer, which keeps Parquet efficient when the pipeline hands over many small
+    batches. ``flush`` (and ``close``) also write the last, partial group.
     """
 
     def __init__(
@@ -729,23 +741,29 @@ class CaseWriter:
         command: Sequence[str] | None = None,
         overwrite: bool = False,
         row_group_rows: int = DEFAULT_ROW_GROUP_ROWS,
+        row_group_bytes: int = DEFAULT_ROW_GROUP_BYTES,
     ) -> None:
         self.case_dir = Path(case_dir)
         self.json_logs = json_logs
         self.row_group_rows = max(1, int(row_group_rows))
+        self.row_group_bytes = max(1, int(row_group_bytes))
         self.command = list(sys.argv if command is None else command)
         self.created = datetime.now(timezone.utc).isoformat(timespec="seconds")
         self.sources: list[SourceInfo] = [_as_source(s, i) for i, s in enumerate(sources)]
         self._buffers: dict[str, list[pa.Table]] = {}
         self._buffered_rows: dict[str, int] = {}
+        self._buffered_bytes: dict[str, int] = {}
         self._writers: dict[str, pq.ParquetWriter] = {}
         self._logs: dict[str, BinaryIO] = {}
         self._rows: dict[str, int] = {name: 0 for name in SCHEMAS}
         self._closed = False
-        # Row groups are encoded and written by one background thread (Parquet encoding and
+        # Row groups are encoded and written by background threads (Parquet encoding and
         # compression release the GIL, so they overlap with the next batches' analysis); at most
-        # MAX_INFLIGHT groups wait, which bounds memory. Order per type is kept (one worker).
-        self._pool: ThreadPoolExecutor | None = None
+        # MAX_INFLIGHT groups wait, which bounds memory. The packets index (by far the largest
+        # table) has a thread of its own, every other type shares a second one, so the two
+        # catch up side by side when the run ends. Each type always goes to the same single
+        # thread, which keeps its row groups in order.
+        self._pools: dict[bool, ThreadPoolExecutor] = {}
         self._inflight: deque[Future] = deque()
         self.stats: dict[str, Any] = {}  # counters for case.json when close() gets none
         self._prepare_dir(overwrite)
@@ -810,8 +828,9 @@ class CaseWriter:
         self._buffers.setdefault(type_name, []).append(table)
         self._rows[type_name] += table.num_rows
         self._buffered_rows[type_name] = self._buffered_rows.get(type_name, 0) + table.num_rows
-        if self._buffered_rows.get(type_name, 0) >= self.row_group_rows:
-            self._flush_type(type_name)
+        self._buffered_bytes[type_name] = self._buffered_bytes.get(type_name, 0) + table.nbytes
+        if self._buffered_rows[type_name] >= self.row_group_rows or self._buffered_bytes[type_name] >= self.row_group_bytes:
+            self._flush_type(type_name, whole_groups_only=True)
 
     def flush(self) -> None:
         """Write every buffered row now (e.g. periodically during a live capture)."""
@@ -819,8 +838,9 @@ class CaseWriter:
             self._flush_type(type_name)
         self._reap(wait_all=True)
 
-    def _flush_type(self, type_name: str) -> None:
-        """Write buffered rows as row groups.
+    def _flush_type(self, type_name: str, whole_groups_only: bool = False) -> None:
+        """Write buffered rows as row groups (the rows of a last, partial group stay buffered
+        when ``whole_groups_only``).
 
         Rows leave the buffer in the same SIGINT-deferred block that writes them, so whenever
         Ctrl-C lands, every row is either in the files or still buffered for close(): never
@@ -830,21 +850,26 @@ class CaseWriter:
         if not tables:
             return
         pending = pa.concat_tables(tables)
-        while pending.num_rows:
-            group = pending.slice(0, self.row_group_rows)
+        row_bytes = max(pending.nbytes / max(pending.num_rows, 1), 1.0)
+        group_rows = max(1, min(self.row_group_rows, int(self.row_group_bytes / row_bytes)))
+        while pending.num_rows and (pending.num_rows >= group_rows or not whole_groups_only):
+            group = pending.slice(0, group_rows)
             lines = format_json_lines(group) if self.json_logs else None  # before any file
             with _sigint_deferred():
                 self._submit(type_name, group, lines)
                 pending = pending.slice(group.num_rows)
                 self._buffers[type_name] = [pending] if pending.num_rows else []
                 self._buffered_rows[type_name] = pending.num_rows
+                self._buffered_bytes[type_name] = pending.nbytes if pending.num_rows else 0
 
     def _submit(self, type_name: str, group: pa.Table, lines: np.ndarray | None) -> None:
         """Hand a row group to the writer thread (a failed earlier write raises here)."""
         self._reap(wait_for_room=True)
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lawtap-writer")
-        self._inflight.append(self._pool.submit(self._append_row_group, type_name, group, lines))
+        lane = type_name in SEPARATE_WRITERS
+        pool = self._pools.get(lane)
+        if pool is None:
+            pool = self._pools[lane] = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lawtap-writer")
+        self._inflight.append(pool.submit(self._append_row_group, type_name, group, lines))
 
     def _reap(self, wait_for_room: bool = False, wait_all: bool = False) -> None:
         inflight = self._inflight
@@ -915,9 +940,9 @@ class CaseWriter:
                 self._inflight.popleft().result()
             except Exception as exc:  # noqa: BLE001
                 errors.append(exc)
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
-            self._pool = None
+        for pool in self._pools.values():
+            pool.shutdown(wait=True)
+        self._pools.clear()
         return errors
 
     def _finish_parquet(self) -> list[BaseException]:
