@@ -102,11 +102,13 @@ def main() -> None:
 def analyze(inputs, case_dir, json_logs, interface, bpf, count, duration, no_dpi, no_analyzers, no_extract, progress, force) -> None:
     """Analyze captures (pcap, pcapng, gzip; files or directories, merged in time order)."""
     from lawtap.pipeline import run_analysis
-    from lawtap.sources import LiveSource, expand_inputs, open_capture
+    from lawtap.sources import expand_inputs, open_capture
 
     if interface:
         if inputs:
             raise LawtapError("give either capture files or --interface, not both")
+        from lawtap.sources.live import LiveSource
+
         sources = [LiveSource(interface, bpf, max_packets=count, duration=duration,
                               save_to=Path(case_dir).with_suffix(".live.pcap"))]
     else:

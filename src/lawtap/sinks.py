@@ -36,12 +36,26 @@ from typing import Any, BinaryIO, Literal, Union
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from lawtap import __version__
 from lawtap.errors import LawtapError
 from lawtap.records import SCHEMAS
+
+
+
+class _LazyCompute:
+    """``pyarrow.compute``, imported on first use: it takes ~50 ms to import (it builds a Python
+    wrapper per compute function), and a flows-only run without ``--json`` never needs it."""
+
+    def __getattr__(self, name: str) -> Any:
+        import pyarrow.compute
+
+        globals()["pc"] = pyarrow.compute
+        return getattr(pyarrow.compute, name)
+
+
+pc: Any = _LazyCompute()
 
 CASE_META = "case.json"
 PARQUET_COMPRESSION = "zstd"
@@ -755,7 +769,8 @@ class CaseWriter:
         self._buffered_bytes: dict[str, int] = {}
         self._writers: dict[str, pq.ParquetWriter] = {}
         self._logs: dict[str, BinaryIO] = {}
-        self._rows: dict[str, int] = {name: 0 for name in SCHEMAS}
+        self._rows: dict[str, int] = {}  # rows accepted per type (types never written: absent)
+        self._empty_written: set[str] = set()
         self._closed = False
         # Row groups are encoded and written by background threads (Parquet encoding and
         # compression release the GIL, so they overlap with the next batches' analysis); at most
@@ -768,29 +783,35 @@ class CaseWriter:
         self.stats: dict[str, Any] = {}  # counters for case.json when close() gets none
         self._prepare_dir(overwrite)
         # An incomplete case.json from the start marks a crashed run for what it is.
-        self._write_meta(stats={}, complete=False, interrupted=False)
+        self._write_meta(stats={}, complete=False, interrupted=False, final=False)
+        # Every type gets a file even without rows (so every query view exists). Writing the
+        # empty ones needs the whole schema registry, whose analyzer modules take ~0.1 s to
+        # import: done by the writer thread now, not by close() at the end.
+        self._inflight.append(self._pool_for("").submit(self._write_empty_types, True))
 
     # -- setup -------------------------------------------------------------------------------
 
     def _owned_files(self) -> list[Path]:
-        names = [CASE_META]
-        for type_name in SCHEMAS:
-            names += [f"{type_name}.parquet", f"{type_name}.log"]
-        return [self.case_dir / n for n in names]
+        """Files of an earlier case here: case.json, record files and interrupted partials."""
+        patterns = ("*.parquet", "*.log", f"*.parquet{PARTIAL_SUFFIX}", f"*.log{PARTIAL_SUFFIX}")
+        found = [self.case_dir / CASE_META] if (self.case_dir / CASE_META).exists() else []
+        for pattern in patterns:
+            found += sorted(p for p in self.case_dir.glob(pattern) if p.is_file())
+        return found
 
     def _prepare_dir(self, overwrite: bool) -> None:
         """Create the directory; refuse to mix with an earlier case unless told to replace it."""
         if self.case_dir.exists() and not self.case_dir.is_dir():
             raise LawtapError(f"{self.case_dir}: exists and is not a directory")
         self.case_dir.mkdir(parents=True, exist_ok=True)
-        existing = [p for p in self._owned_files() if p.exists()]
+        owned = self._owned_files()
+        existing = [p for p in owned if not p.name.endswith(PARTIAL_SUFFIX)]
         if existing and not overwrite:
             raise LawtapError(
                 f"{self.case_dir}: already holds case files ({existing[0].name}, ...); "
                 "use a new directory or overwrite"
             )
-        leftovers = [p.with_name(p.name + PARTIAL_SUFFIX) for p in self._owned_files()]
-        for path in existing + [p for p in leftovers if p.exists()]:
+        for path in owned:
             path.unlink()
 
     def add_source(
@@ -826,7 +847,7 @@ class CaseWriter:
         if table.num_rows == 0:
             return
         self._buffers.setdefault(type_name, []).append(table)
-        self._rows[type_name] += table.num_rows
+        self._rows[type_name] = self._rows.get(type_name, 0) + table.num_rows
         self._buffered_rows[type_name] = self._buffered_rows.get(type_name, 0) + table.num_rows
         self._buffered_bytes[type_name] = self._buffered_bytes.get(type_name, 0) + table.nbytes
         if self._buffered_rows[type_name] >= self.row_group_rows or self._buffered_bytes[type_name] >= self.row_group_bytes:
@@ -865,11 +886,15 @@ class CaseWriter:
     def _submit(self, type_name: str, group: pa.Table, lines: np.ndarray | None) -> None:
         """Hand a row group to the writer thread (a failed earlier write raises here)."""
         self._reap(wait_for_room=True)
+        self._inflight.append(self._pool_for(type_name).submit(self._append_row_group, type_name, group, lines))
+
+    def _pool_for(self, type_name: str) -> ThreadPoolExecutor:
+        """The writer thread of a type (one per lane, started on first use)."""
         lane = type_name in SEPARATE_WRITERS
         pool = self._pools.get(lane)
         if pool is None:
             pool = self._pools[lane] = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lawtap-writer")
-        self._inflight.append(pool.submit(self._append_row_group, type_name, group, lines))
+        return pool
 
     def _reap(self, wait_for_room: bool = False, wait_all: bool = False) -> None:
         inflight = self._inflight
@@ -965,19 +990,27 @@ class CaseWriter:
                 errors.append(exc)
         return errors
 
-    def _write_empty_types(self) -> list[BaseException]:
-        """Give every type without rows an empty file, so ``lawtap query`` views always exist."""
+    def _write_empty_types(self, early: bool = False) -> list[BaseException]:
+        """Give every type without rows an empty file, so ``lawtap query`` views always exist.
+
+        Runs twice: ``early`` in the writer thread when the case opens (errors then surface
+        at close), and in close() for what is still missing. A type that gets rows later
+        replaces its empty file with the real one when it closes.
+        """
         errors: list[BaseException] = []
         for type_name, schema in SCHEMAS.items():
-            if type_name in self._writers:
+            if type_name in self._writers or type_name in self._empty_written:
                 continue
             try:
                 _write_empty_parquet(parquet_path(self.case_dir, type_name), schema)
+                self._empty_written.add(type_name)
             except Exception as exc:  # noqa: BLE001
+                if early:
+                    raise
                 errors.append(exc)
         return errors
 
-    def _write_meta(self, stats: dict[str, Any], *, complete: bool, interrupted: bool) -> None:
+    def _write_meta(self, stats: dict[str, Any], *, complete: bool, interrupted: bool, final: bool = True) -> None:
         meta = {
             "lawtap_version": __version__,
             "created": self.created,
@@ -986,7 +1019,8 @@ class CaseWriter:
             "stats": stats,
             "complete": bool(complete),
             "interrupted": bool(interrupted),
-            "records": dict(self._rows),
+            # Every type once the case closes; only those with rows so far in the first version.
+            "records": {name: self._rows.get(name, 0) for name in SCHEMAS} if final else dict(self._rows),
         }
         payload = json.dumps(meta, indent=2, default=_json_default) + "\n"
         _atomic_write_bytes(self.case_dir / CASE_META, payload.encode("utf-8"))

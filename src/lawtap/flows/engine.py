@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Callable
-from functools import lru_cache
+from collections.abc import Callable, Sequence
 from socket import AF_INET6, inet_ntoa, inet_ntop
 
 import numpy as np
@@ -25,10 +24,7 @@ _RSTOS0 = re.compile(r"\^?S[^HAFGIQ]*R.*")
 _PROTO_NAMES = {6: "tcp", 17: "udp", 1: "icmp", 58: "icmp", 132: "sctp"}
 
 
-@lru_cache(maxsize=1)
-def _proto_column() -> pa.Array:
-    """Transport names by IP protocol number (built on first use: cheap imports matter)."""
-    return pa.array([_PROTO_NAMES.get(p, "unknown_transport") for p in range(256)], type=pa.string())
+_PROTO_LIST = [_PROTO_NAMES.get(p, "unknown_transport") for p in range(256)]  # by IP protocol number
 _TUNNEL_SERVICE = {dk.TUN_GTPV1: "gtp-u", dk.TUN_VXLAN: "vxlan", dk.TUN_GRE: "gre", dk.TUN_IP: "ipip"}
 
 ENDED_CAPACITY = 1 << 15
@@ -141,6 +137,31 @@ def fixed_width_strings(chars: np.ndarray) -> pa.Array:
     return string_array(chars[keep], offsets)
 
 
+def strings_by_code(names: Sequence[str], codes: np.ndarray) -> pa.Array:
+    """``names[code]`` for each row as a string column, null where ``code`` < 0.
+
+    Why not ``take`` on a names array: the conn columns (proto, service, conn_state) are built
+    this way for every batch, and Arrow's Python compute module costs 50 ms to import; here
+    numpy gathers rows of a NUL-padded name table and keeps each row's leading bytes.
+    """
+    n = codes.shape[0]
+    encoded = [name.encode() for name in names] or [b""]
+    lengths = np.array([len(e) for e in encoded], dtype=np.int64)
+    table = np.zeros((len(encoded), max(1, int(lengths.max()))), dtype=np.uint8)
+    for i, e in enumerate(encoded):
+        table[i, : len(e)] = np.frombuffer(e, dtype=np.uint8)
+    valid = codes >= 0
+    safe = np.where(valid, codes, 0)
+    row_len = np.where(valid, lengths[safe], 0)
+    offsets = np.zeros(n + 1, dtype=np.int32)
+    np.cumsum(row_len, out=offsets[1:])
+    data = table[safe][np.arange(table.shape[1]) < row_len[:, None]]
+    if valid.all():
+        return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(data))
+    bitmap = pa.py_buffer(np.packbits(valid, bitorder="little"))
+    return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(data), bitmap, n - int(valid.sum()))
+
+
 def address_strings(hi: np.ndarray, lo: np.ndarray) -> pa.Array:
     """Key halves as an Arrow string column of addresses, formatted in a kernel with the rules
     of :func:`address_text` (a conn batch formats hundreds of thousands of them)."""
@@ -216,7 +237,7 @@ def conn_states(proto: np.ndarray, os_: np.ndarray, rs: np.ndarray, osize: np.nd
     o_closed = rest & ~both_closed & (os_ == T.TCP_CLOSED)
     r_closed = rest & ~both_closed & ~o_closed & (rs == T.TCP_CLOSED)
     other = rest & ~both_closed & ~o_closed & ~r_closed
-    names = np.array(["OTH", "REJ", "RSTRH", "RSTR", "RSTOS0", "RSTO", "SF", "SH", "S2", "SHR", "S3", "S0", "S1"], dtype=object)
+    names = ["OTH", "REJ", "RSTRH", "RSTR", "RSTOS0", "RSTO", "SF", "SH", "S2", "SHR", "S3", "S0", "S1"]
     code = np.zeros(proto.shape[0], dtype=np.int64)
     code = np.where(tcp & r_rst, np.where(rej, 1, np.where(o_in, 2, 3)), code)
     code = np.where(tcp & o_rst, np.where(r_in, 4, 5), code)  # 4 is checked against the regex below
@@ -229,8 +250,7 @@ def conn_states(proto: np.ndarray, os_: np.ndarray, rs: np.ndarray, osize: np.nd
     for i in np.nonzero(code == 4)[0].tolist():
         if not _RSTOS0.fullmatch(bytes(hist[i]).rstrip(b"\0").decode("ascii", "replace")):
             code[i] = 0
-    return pa.array(names[code].tolist(), type=pa.string()) if len(code) < 64 else pa.DictionaryArray.from_arrays(
-        pa.array(code, type=pa.int8()), pa.array(names.tolist())).cast(pa.string())
+    return strings_by_code(names, code)
 
 
 class FlowEngine:
@@ -413,13 +433,13 @@ class FlowEngine:
         vlan = EF[:, ft.F_VLAN]
         ivlan = EF[:, ft.F_INNER_VLAN]
         cols = {
-            "ts": pa.array(first // 1000, type=pa.int64()).cast(pa.timestamp("us", tz="UTC")),
+            "ts": pa.array(first // 1000, type=CONN.field("ts").type),
             "uid": uids,
             "id.orig_h": orig_h,
             "id.orig_p": pa.array(orig_p, type=pa.uint16()),
             "id.resp_h": resp_h,
             "id.resp_p": pa.array(resp_p, type=pa.uint16()),
-            "proto": _proto_column().take(pa.array(np.minimum(proto, 255))),
+            "proto": strings_by_code(_PROTO_LIST, np.minimum(proto, 255)),
             "service": services,
             "duration": duration,
             "orig_bytes": sizes[0],
@@ -432,8 +452,8 @@ class FlowEngine:
             "resp_pkts": EF[:, ft.F_PKTS + 1],
             "resp_ip_bytes": EF[:, ft.F_IP_BYTES + 1],
             "tunnel_parents": tunnel_parents,
-            "vlan": pa.array(vlan, type=pa.int64(), mask=vlan < 0).cast(pa.uint16()),
-            "inner_vlan": pa.array(ivlan, type=pa.int64(), mask=ivlan < 0).cast(pa.uint16()),
+            "vlan": pa.array(vlan.astype(np.uint16), mask=vlan < 0),
+            "inner_vlan": pa.array(ivlan.astype(np.uint16), mask=ivlan < 0),
             "ip_proto": pa.array(proto, type=pa.uint8()),
             "fid": EF[:, ft.F_FID],
         }
@@ -487,15 +507,14 @@ class FlowEngine:
                     svc = ""
             if svc:
                 codes[r] = code(svc)
-        table = pa.array(names, type=pa.string())
-        return table.take(pa.array(codes, mask=codes < 0))
+        return strings_by_code(names, codes)
 
     def _tunnel_batch(self, EK: np.ndarray, EF: np.ndarray) -> pa.RecordBatch:
         orig_h, orig_p, resp_h, resp_p = self._endpoints(EK, EF)
         for fid in EF[:, ft.F_FID].tolist():
             self.samples.pop(fid, None)
         cols = {
-            "ts": pa.array(EF[:, ft.F_FIRST_TS] // 1000, type=pa.int64()).cast(pa.timestamp("us", tz="UTC")),
+            "ts": pa.array(EF[:, ft.F_FIRST_TS] // 1000, type=TUNNEL.field("ts").type),
             "uid": make_uids(self.salt, EF[:, ft.F_FID]),
             "id.orig_h": orig_h,
             "id.orig_p": pa.array(orig_p, type=pa.uint16()),

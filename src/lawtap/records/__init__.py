@@ -8,6 +8,10 @@ Zeek has one, so ``id.orig_h``, ``uid``, ``conn_state`` and ``history`` mean wha
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from typing import Any
+
 import pyarrow as pa
 
 TS = pa.timestamp("us", tz="UTC")
@@ -86,12 +90,68 @@ PACKETS = pa.schema(
     ]
 )
 
-SCHEMAS: dict[str, pa.Schema] = {
+class _SchemaRegistry(dict):
+    """``SCHEMAS``: the core types at once, the application analyzers' types on first need.
+
+    Why lazy: the analyzers' schemas live in their modules, and importing all eighteen (regular
+    expressions, the ``email`` package…) costs ~0.1 s, which a flows-only run would pay for
+    nothing. Looking up a core type (``conn``, ``packets``…) never loads them; any other lookup,
+    a membership test that misses, or walking the registry loads them once (thread-safe).
+    """
+
+    _complete = False
+
+    def _load(self) -> None:
+        if not self._complete:
+            with _REGISTRY_LOCK:
+                if not self._complete:
+                    _register_analyzer_schemas(self)
+                    type(self)._complete = True
+
+    def __missing__(self, key: str) -> pa.Schema:
+        if self._complete:
+            raise KeyError(key)
+        self._load()
+        return dict.__getitem__(self, key)
+
+    def __contains__(self, key: object) -> bool:
+        if dict.__contains__(self, key):
+            return True
+        self._load()
+        return dict.__contains__(self, key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self[key] if key in self else default
+
+    def __iter__(self) -> Iterator[str]:
+        self._load()
+        return dict.__iter__(self)
+
+    def __len__(self) -> int:
+        self._load()
+        return dict.__len__(self)
+
+    def keys(self):  # noqa: ANN201 - dict's signature
+        self._load()
+        return dict.keys(self)
+
+    def values(self):  # noqa: ANN201 - dict's signature
+        self._load()
+        return dict.values(self)
+
+    def items(self):  # noqa: ANN201 - dict's signature
+        self._load()
+        return dict.items(self)
+
+
+_REGISTRY_LOCK = threading.Lock()
+
+SCHEMAS: dict[str, pa.Schema] = _SchemaRegistry({
     "conn": CONN,
     "tunnel": TUNNEL,
     "weird": WEIRD,
     "packets": PACKETS,
-}
+})
 
 FILES = pa.schema(
     [
@@ -118,14 +178,11 @@ FILES = pa.schema(
 SCHEMAS["files"] = FILES
 
 
-def _register_analyzer_schemas() -> None:
+def _register_analyzer_schemas(registry: dict[str, pa.Schema]) -> None:
     """Record types of the application analyzers join the registry (one view each in queries)."""
     from lawtap.analyzers import record_schemas
     from lawtap.identity import IDENTITY_SCHEMA
 
     for name, schema in record_schemas().items():
-        SCHEMAS.setdefault(name, schema)
-    SCHEMAS["identity"] = IDENTITY_SCHEMA  # who held which address when (lawtap.identity)
-
-
-_register_analyzer_schemas()
+        dict.setdefault(registry, name, schema)
+    dict.__setitem__(registry, "identity", IDENTITY_SCHEMA)  # who held which address when (lawtap.identity)
