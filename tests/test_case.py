@@ -675,3 +675,38 @@ def test_parallel_digests_equal_hashlib() -> None:
     expected = [(hashlib.md5(d).hexdigest(), hashlib.sha1(d).hexdigest(), hashlib.sha256(d).hexdigest()) for d in objects]
     assert digests(objects) == expected
     assert digests(objects[:2]) == expected[:2]
+
+
+def test_artifact_store_writes_in_background_once_per_object(tmp_path: Path, monkeypatch) -> None:
+    """``put`` answers the path at once; after ``close`` each distinct object is on disk once,
+    byte for byte, and the pending-bytes bound keeps the writer from falling far behind."""
+    import hashlib
+
+    from lawtap.artifacts import ArtifactStore
+
+    monkeypatch.setattr(ArtifactStore, "MAX_PENDING_BYTES", 1000)
+    store = ArtifactStore(tmp_path)
+    objects = [bytes([i]) * (300 + i) for i in range(12)] * 2  # every object twice
+    paths = []
+    for data in objects:
+        sha = hashlib.sha256(data).hexdigest()
+        paths.append(store.put(sha, data))
+        assert store._pending_bytes <= 1000 + len(data)
+    store.close()
+    for data, rel in zip(objects, paths):
+        sha = hashlib.sha256(data).hexdigest()
+        assert rel == f"artifacts/{sha[:2]}/{sha}"
+        assert (tmp_path / rel).read_bytes() == data
+    assert store.stored == 12 and store.stored_bytes == sum(len(d) for d in objects[:12])
+    assert not list(tmp_path.rglob("*.tmp"))
+    assert ArtifactStore(None).put("ab" * 32, b"x") is None
+
+
+def test_artifact_write_failure_surfaces_at_close(tmp_path: Path) -> None:
+    from lawtap.artifacts import ArtifactStore
+
+    (tmp_path / "artifacts").write_bytes(b"a file where the directory should be")
+    store = ArtifactStore(tmp_path)
+    store.put("cd" * 32, b"payload")
+    with pytest.raises(OSError):
+        store.close()

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import os
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -19,26 +20,69 @@ from lawtap.records import FILES
 
 
 class ArtifactStore:
-    """Writes each distinct object once (atomically); ``root=None`` means hash but don't store."""
+    """Writes each distinct object once (atomically); ``root=None`` means hash but don't store.
+
+    Writes happen on a background thread (file writes release the GIL, so they overlap with
+    the analyzers): :meth:`put` returns the artifact's path at once, and at most
+    ``MAX_PENDING_BYTES`` wait to be written. :meth:`close` waits for every write and re-raises
+    the first failure; the pipeline calls it before the case is closed.
+    """
+
+    MAX_PENDING_BYTES = 64 << 20
 
     def __init__(self, root: Path | None) -> None:
         self.root = root
         self.stored = 0
         self.stored_bytes = 0
+        self._queued: set[str] = set()
+        self._pending: deque[tuple[Future, int]] = deque()
+        self._pending_bytes = 0
+        self._pool: ThreadPoolExecutor | None = None
 
     def put(self, sha256: str, data: bytes) -> str | None:
+        """Store ``data`` under its SHA-256 (once) and return its path relative to the case."""
         if self.root is None:
             return None
-        rel = Path("artifacts") / sha256[:2] / sha256
-        path = self.root / rel
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            tmp.write_bytes(data)
-            os.replace(tmp, path)
-            self.stored += 1
-            self.stored_bytes += len(data)
-        return str(rel)
+        rel = f"artifacts/{sha256[:2]}/{sha256}"
+        if sha256 not in self._queued:
+            self._queued.add(sha256)
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lawtap-artifacts")
+            while self._pending and (self._pending[0][0].done() or self._pending_bytes + len(data) > self.MAX_PENDING_BYTES):
+                self._reap_one()
+            self._pending.append((self._pool.submit(self._write, os.path.join(self.root, rel), data), len(data)))
+            self._pending_bytes += len(data)
+        return rel
+
+    def _write(self, path: str, data: bytes) -> None:
+        if os.path.exists(path):
+            return
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = path + ".tmp"
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+        self.stored += 1
+        self.stored_bytes += len(data)
+
+    def _reap_one(self) -> None:
+        future, size = self._pending.popleft()
+        self._pending_bytes -= size
+        future.result()
+
+    def close(self) -> None:
+        """Wait for every queued write; the first failure is raised (after all were tried)."""
+        error: BaseException | None = None
+        while self._pending:
+            try:
+                self._reap_one()
+            except Exception as exc:  # noqa: BLE001 - the first is re-raised below
+                error = error or exc
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+        if error is not None:
+            raise error
 
 
 PARALLEL_BYTES = 1 << 16  # objects at least this big are hashed on the worker threads

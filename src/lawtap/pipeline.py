@@ -242,6 +242,11 @@ class Analyzer:
                     yield "identity", rb
         self.stats.peak_flows = self.engine.peak_flows
 
+    def close(self) -> None:
+        """Wait for the artifacts still being written (raises the first write failure)."""
+        if self.dispatcher is not None:
+            self.artifacts.close()
+
     # ---- helpers ----
     def _records(self) -> Iterator[tuple[str, pa.RecordBatch]]:
         ended, self.engine.ended_fids = self.engine.ended_fids, []
@@ -381,7 +386,10 @@ def run_analysis(
     except KeyboardInterrupt:
         interrupted = True
     finally:
-        writer.close(stats=analyzer.stats.as_dict(), interrupted=interrupted)
+        try:
+            analyzer.close()  # artifacts still being written
+        finally:
+            writer.close(stats=analyzer.stats.as_dict(), interrupted=interrupted)
     if interrupted:
         raise KeyboardInterrupt
     return analyzer.stats
