@@ -28,7 +28,7 @@ import numpy as np
 
 from lawtap.analyzers.base import ConnInfo, FileObject, StreamAnalyzer
 from lawtap.decode import kernel as dk
-from lawtap.flows.engine import address_text
+from lawtap.flows.engine import address_strings, address_text
 from lawtap.flows.table import SERVICE_NAMES
 from lawtap.jit import njit
 from lawtap.streams.reassembly import Data, Gap, TcpStream
@@ -93,6 +93,7 @@ class StreamDispatcher:
         self.uid_of = uid_of
         self.uids_of = uids_of  # vectorized uid_of: the batch's new flows get their uids at once
         self._new_uids: dict[int, str] = {}
+        self._new_addrs: dict[int, tuple[str, str]] = {}  # the batch's new flows: (src, dst) text
         self.media_hint = media_hint  # names the service of a UDP flow announced by signalling (SDP)
         self.state = np.zeros(1 << 16, dtype=np.int8)  # by flow id: UNDECIDED/ANALYZING/IGNORED
         self.flows: dict[int, _Flow] = {}
@@ -186,8 +187,14 @@ class StreamDispatcher:
         flows = self.flows
         state = self.state
         if self.uids_of is not None:
-            fresh = [f for f in (fids[a] for a in group_starts) if f not in flows]
+            starts = [a for a in group_starts if fids[a] not in flows]
+            fresh = [fids[a] for a in starts]
             self._new_uids = dict(zip(fresh, self.uids_of(np.array(fresh, dtype=np.int64)))) if fresh else {}
+            # The new flows' endpoint addresses, formatted by one kernel call per side.
+            rows = idx[np.array(starts, dtype=np.int64)]
+            srcs = address_strings(A[rows, 0], A[rows, 1]).to_pylist()
+            dsts = address_strings(A[rows, 2], A[rows, 3]).to_pylist()
+            self._new_addrs = dict(zip(fresh, zip(srcs, dsts)))
         for a, b in zip(group_starts, group_ends):
             fid = fids[a]
             flow = flows.get(fid)
@@ -264,8 +271,12 @@ class StreamDispatcher:
 
     # ---- internals ----
     def _new_flow(self, fid: int, addrs: np.ndarray, row: np.ndarray, is_orig: bool) -> _Flow:
-        src = address_text(int(addrs[0]), int(addrs[1]))
-        dst = address_text(int(addrs[2]), int(addrs[3]))
+        known = self._new_addrs.get(fid)
+        if known is not None:
+            src, dst = known
+        else:
+            src = address_text(int(addrs[0]), int(addrs[1]))
+            dst = address_text(int(addrs[2]), int(addrs[3]))
         sport, dport = int(row[dk.C_SPORT]), int(row[dk.C_DPORT])
         proto = int(row[dk.C_PROTO])
         uid = self._new_uids.get(fid) or self.uid_of(fid)
