@@ -13,6 +13,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from operator import itemgetter
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -22,6 +23,9 @@ from lawtap.decode.defrag import Defragmenter
 from lawtap.flows.engine import FlowEngine
 from lawtap.records import PACKETS, WEIRD
 from lawtap.sources.batch import PacketBatch
+
+if TYPE_CHECKING:
+    from lawtap.intercept.collector import Collector
 
 
 @dataclass
@@ -374,7 +378,7 @@ def run_analysis(
     try:
         with Progress(total, enabled=progress) as bar:
             try:
-                for batch, decoded in _read_ahead(sources, analyzer):
+                for batch, decoded in read_ahead(sources, analyzer):
                     for type_name, rb in analyzer.process(batch, decoded):
                         writer.write(type_name, rb)
                     bar.update(sum(int(getattr(s, "bytes_read", 0) or 0) for s in sources), analyzer.stats.packets)
@@ -438,8 +442,9 @@ class _ReaderFailed:
         self.error = error
 
 
-def _read_ahead(sources: list, analyzer: Analyzer, depth: int = 1) -> Iterator[tuple[PacketBatch, tuple | None]]:
-    """Read and decode batches in a thread, ``depth`` batches ahead of the caller.
+def read_ahead(sources: list, analyzer: Analyzer | Collector, depth: int = 1) -> Iterator[tuple[PacketBatch, tuple | None]]:
+    """Read and decode batches in a thread, ``depth`` batches ahead of the caller
+    (``analyzer.decode(batch)``: the pipeline's :class:`Analyzer` or the intercept collector).
 
     Why: reading (``readinto``), indexing and decoding are kernels and system calls that release
     the GIL, so on a multi-core machine they overlap with the flow table, the analyzers and the

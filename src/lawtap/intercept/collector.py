@@ -134,11 +134,17 @@ class Collector:
         return StreamDispatcher(reg, classify, self.engine.uid)
 
     # ---- per batch ----
-    def process(self, batch: PacketBatch) -> None:
+    def decode(self, batch: PacketBatch) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """The decode stage alone (may run in a reader thread, ahead of :meth:`process`)."""
+        return decode(batch, self.defrag) if len(batch) else None
+
+    def process(self, batch: PacketBatch, decoded: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> None:
+        """Match one batch (``decoded``: what :meth:`decode` returned for it, if already run)."""
         n = len(batch)
         if n == 0:
             return
-        data, A, D = decode(batch, self.defrag)  # fragments of a target's datagram are reassembled
+        # Fragments of a target's datagram are reassembled by the decode stage.
+        data, A, D = decoded if decoded is not None else decode(batch, self.defrag)
         PF, _POF, PD, PS = self.engine.run(data, A, D, batch.ts)
         self.stats.packets_seen += n
         self._learn_identities(batch, data, A, D, PF, PD)
@@ -419,13 +425,14 @@ def _addr(hi: int, lo: int) -> str:
 
 def intercept_capture(paths: list[str], targets: TargetSet, sink: Callable[[Interception], None]) -> CollectorStats:
     """Run the collector over capture files (merged in time order)."""
-    from lawtap.sources import merge_batches, open_capture
+    from lawtap.pipeline import read_ahead
+    from lawtap.sources import open_capture
 
     sources = [open_capture(p, file_id=k) for k, p in enumerate(paths)]
     col = Collector(targets, sink)
     last = 0
-    for batch in merge_batches(sources):
-        col.process(batch)
+    for batch, decoded in read_ahead(sources, col):  # read and decode in a thread, one batch ahead
+        col.process(batch, decoded)
         if len(batch):
             last = max(last, int(batch.ts.max()))
     col.finish(last)
