@@ -247,9 +247,24 @@ class Analyzer:
                     yield "identity", rb
         self.stats.peak_flows = self.engine.peak_flows
 
+    def start_lane(self) -> None:
+        """Analyze the flows the flow kernel names (DNS, mDNS) in a second process
+        (:mod:`lawtap.streams.lane`); their records come back when the run finishes."""
+        if self.dispatcher is None or self.dispatcher.lane is not None:
+            return
+        from lawtap.flows.table import SERVICE_NAMES
+        from lawtap.streams.lane import RemoteLane
+
+        services = {name: cls for name, cls in self.dispatcher.registry.items() if name in SERVICE_NAMES.values()}
+        if services:
+            self.dispatcher.use_lane(RemoteLane(self.engine.salt, services))
+
     def close(self) -> None:
-        """Wait for the artifacts still being written (raises the first write failure)."""
+        """Wait for the artifacts still being written (raises the first write failure); stop a
+        lane process the run did not finish (after an error)."""
         if self.dispatcher is not None:
+            if self.dispatcher.lane is not None:
+                self.dispatcher.lane.close()
             self.artifacts.close()
 
     # ---- helpers ----
@@ -279,6 +294,12 @@ class Analyzer:
         from lawtap.records import SCHEMAS
 
         records, files, weirds = self.dispatcher.take()
+        lane_tables, self.dispatcher.lane_tables = self.dispatcher.lane_tables, []
+        weirds += self.dispatcher.lane_weirds
+        self.dispatcher.lane_weirds = []
+        for type_name, table in lane_tables:
+            for rb in table.to_batches():
+                yield type_name, rb
         if self.calls is not None:
             # Call records come with their SIP connection; fid -1 marks "uid already known".
             c_records, c_files, c_weirds = self.calls.drain()
@@ -372,10 +393,15 @@ def run_analysis(
     paths = [Path(s.path) for s in sources if getattr(s, "path", None)]
     analyzer = Analyzer(run_salt(paths), [info.path for info in infos], classify=classify,
                         analyzers=analyzers, artifact_root=Path(case_dir) if extract else None)
+    total = sum(int(getattr(s, "size", 0) or 0) for s in sources)
     writer = CaseWriter(case_dir, json_logs, sources=infos, command=command, overwrite=overwrite)
     interrupted = False
-    total = sum(int(getattr(s, "size", 0) or 0) for s in sources)
     try:
+        if analyzers and paths and len(paths) == len(sources):  # files only (live captures stay in one process)
+            from lawtap.streams.lane import lane_wanted
+
+            if lane_wanted(total):
+                analyzer.start_lane()
         with Progress(total, enabled=progress) as bar:
             try:
                 for batch, decoded in read_ahead(sources, analyzer):

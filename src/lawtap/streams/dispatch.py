@@ -33,7 +33,7 @@ from lawtap.flows.table import SERVICE_NAMES
 from lawtap.jit import njit
 from lawtap.streams.reassembly import Data, Gap, TcpStream
 
-UNDECIDED, ANALYZING, IGNORED = 0, 1, 2
+UNDECIDED, ANALYZING, IGNORED, IN_LANE = 0, 1, 2, 3  # IN_LANE: analyzed by the lane's process
 MAX_PENDING_PAYLOADS = 8  # payload packets kept while DPI decides
 # Protocols that can hand their connection over to TLS (STARTTLS and friends): when their
 # analyzer quits, the rest of the stream is offered to the TLS analyzer.
@@ -105,6 +105,16 @@ class StreamDispatcher:
         # a new flow matching one goes straight to the channel's analyzer, without DPI.
         self.channels: list = []
         self.services: dict[int, str] = {}  # fid -> DPI's answer, for conn.service
+        # Flows the flow kernel names (DNS) may go to a worker process (lawtap.streams.lane).
+        self.lane = None
+        self._lane_codes = np.zeros(0, dtype=np.int64)
+        self.lane_tables: list = []  # (record type, Arrow table) from the lane, after end_all
+        self.lane_weirds: list[tuple[int, str, str, float]] = []
+
+    def use_lane(self, lane) -> None:
+        """Send the flows of the kernel-named services ``lane.services`` to ``lane``."""
+        self.lane = lane
+        self._lane_codes = np.array([code for code, name in SERVICE_NAMES.items() if name in lane.services], dtype=np.int64)
 
     # ---- per batch ----
     def batch(self, data: np.ndarray, A: np.ndarray, D: np.ndarray, ts: np.ndarray, PF: np.ndarray, PD: np.ndarray,
@@ -134,6 +144,8 @@ class StreamDispatcher:
         if not len(idx):
             return
         idx = idx[self.state[PF[idx]] != IGNORED]
+        if self.lane is not None and PS is not None and len(idx):
+            idx = self._split_lane(data, A, D, ts, PF, PD, PS, idx)
         if not len(idx):
             return
         self.analyzed_packets += len(idx)
@@ -249,6 +261,10 @@ class StreamDispatcher:
 
     def end(self, fids: list[int], ts: float) -> None:
         """Flows ended in the flow table: flush their streams and analyzers."""
+        if self.lane is not None:
+            ended = np.array(fids, dtype=np.int64)
+            ended = ended[ended < self.state.shape[0]]
+            self.lane.end(ended[self.state[ended] == IN_LANE].tolist(), ts)
         for fid in fids:
             flow = self.flows.pop(fid, None)
             if flow is None:
@@ -263,6 +279,11 @@ class StreamDispatcher:
 
     def end_all(self, ts: float) -> None:
         self.end(list(self.flows), ts)
+        if self.lane is not None:
+            lane, self.lane = self.lane, None
+            tables, weirds = lane.finish(ts)
+            self.lane_tables += tables
+            self.lane_weirds += weirds
 
     def take(self) -> tuple[dict[str, list[tuple[int, ConnInfo, dict[str, Any]]]], list[tuple[int, ConnInfo, FileObject]], list[tuple[int, str, str, float]]]:
         out = (self.records, self.files, self.weirds)
@@ -270,7 +291,49 @@ class StreamDispatcher:
         return out
 
     # ---- internals ----
-    def _new_flow(self, fid: int, addrs: np.ndarray, row: np.ndarray, is_orig: bool) -> _Flow:
+    def _split_lane(self, data: np.ndarray, A: np.ndarray, D: np.ndarray, ts: np.ndarray, PF: np.ndarray,
+                    PD: np.ndarray, PS: np.ndarray, idx: np.ndarray) -> np.ndarray:
+        """Hand the lane's flows' packets to it; return the rest of ``idx``.
+
+        A flow joins the lane when its first packet seen here carries a lane service code, as
+        it would otherwise start that analyzer at once (unless an announced data channel claims
+        it: those stay here). It then stays in the lane until it ends.
+        """
+        fids = PF[idx]
+        state = self.state
+        fresh = (state[fids] == UNDECIDED) & np.isin(PS[idx], self._lane_codes)
+        if fresh.any():
+            uniq, first = np.unique(fids, return_index=True)
+            firsts = first[fresh[first]]
+            joining = [f for f in fids[firsts].tolist() if f not in self.flows]
+            if joining and self.channels:
+                joining = self._unclaimed(joining, idx, fids, A, D, PD)
+            for fid, svc in zip(joining, PS[idx[firsts]].tolist()):
+                state[fid] = IN_LANE
+                self.services[fid] = SERVICE_NAMES[svc]
+        in_lane = state[fids] == IN_LANE
+        if not in_lane.any():
+            return idx
+        self.lane.batch(data, A, D, ts, PF, PD, PS, idx[in_lane])
+        return idx[~in_lane]
+
+    def _unclaimed(self, joining: list[int], idx: np.ndarray, fids: np.ndarray, A: np.ndarray, D: np.ndarray,
+                   PD: np.ndarray) -> list[int]:
+        """The flows of ``joining`` that no announced data channel would claim."""
+        from lawtap.analyzers.ftp import match_channel
+
+        first_row = {}
+        for pos, fid in zip(range(len(fids)), fids.tolist()):
+            first_row.setdefault(fid, pos)
+        keep = []
+        for fid in joining:
+            i = int(idx[first_row[fid]])
+            conn = self._conn_info(fid, A[i], D[i], bool(PD[i]))
+            if match_channel(self.channels, conn) is None:
+                keep.append(fid)
+        return keep
+
+    def _conn_info(self, fid: int, addrs: np.ndarray, row: np.ndarray, is_orig: bool) -> ConnInfo:
         known = self._new_addrs.get(fid)
         if known is not None:
             src, dst = known
@@ -278,13 +341,15 @@ class StreamDispatcher:
             src = address_text(int(addrs[0]), int(addrs[1]))
             dst = address_text(int(addrs[2]), int(addrs[3]))
         sport, dport = int(row[dk.C_SPORT]), int(row[dk.C_DPORT])
-        proto = int(row[dk.C_PROTO])
+        proto = "tcp" if int(row[dk.C_PROTO]) == 6 else "udp"
         uid = self._new_uids.get(fid) or self.uid_of(fid)
         if is_orig:
-            conn = ConnInfo(uid, src, sport, dst, dport, "tcp" if proto == 6 else "udp")
-        else:
-            conn = ConnInfo(uid, dst, dport, src, sport, "tcp" if proto == 6 else "udp")
-        flow = self.flows[fid] = _Flow(conn=conn, proto=proto)
+            return ConnInfo(uid, src, sport, dst, dport, proto)
+        return ConnInfo(uid, dst, dport, src, sport, proto)
+
+    def _new_flow(self, fid: int, addrs: np.ndarray, row: np.ndarray, is_orig: bool) -> _Flow:
+        conn = self._conn_info(fid, addrs, row, is_orig)
+        flow = self.flows[fid] = _Flow(conn=conn, proto=int(row[dk.C_PROTO]))
         return flow
 
     def _claim_channel(self, fid: int, flow: _Flow, t: float) -> bool:
