@@ -82,3 +82,29 @@ def test_small_inputs_stay_in_one_process(monkeypatch) -> None:
     assert not lane_wanted(10 * LANE_MIN_BYTES)
     monkeypatch.setenv("LAWTAP_LANE", "1")
     assert lane_wanted(0)
+
+
+def test_a_failed_lane_fails_the_run_and_marks_the_case_incomplete(tmp_path: Path, monkeypatch) -> None:
+    """If the worker dies, the run ends with a LawtapError; the case's files are closed and
+    readable, and case.json says it is not complete (its DNS records are missing)."""
+    import json
+
+    from lawtap.generate import generate_capture
+    from lawtap.streams import lane as lane_module
+
+    cap = tmp_path / "mix.pcap"
+    generate_capture(cap, 3, 200)
+    real_batch = lane_module.RemoteLane.batch
+
+    def dying_batch(self, *args):  # the worker goes away in the middle of the run
+        self._proc.kill()
+        self._proc.wait()
+        real_batch(self, *args)
+
+    monkeypatch.setattr(lane_module.RemoteLane, "batch", dying_batch)
+    monkeypatch.setenv("LAWTAP_LANE", "1")
+    with pytest.raises(LawtapError, match="DNS analysis process failed"):
+        run_analysis([open_capture(cap)], tmp_path / "case", progress=False)
+    meta = json.loads((tmp_path / "case" / "case.json").read_text())
+    assert meta["complete"] is False
+    assert pq.read_table(tmp_path / "case" / "conn.parquet").num_rows > 0

@@ -395,7 +395,7 @@ def run_analysis(
                         analyzers=analyzers, artifact_root=Path(case_dir) if extract else None)
     total = sum(int(getattr(s, "size", 0) or 0) for s in sources)
     writer = CaseWriter(case_dir, json_logs, sources=infos, command=command, overwrite=overwrite)
-    interrupted = False
+    interrupted = failed = False
     try:
         if analyzers and paths and len(paths) == len(sources):  # files only (live captures stay in one process)
             from lawtap.streams.lane import lane_wanted
@@ -416,11 +416,14 @@ def run_analysis(
             writer.write(type_name, rb)
     except KeyboardInterrupt:
         interrupted = True
+    except BaseException:
+        failed = True  # the case is closed (every file readable) but not marked complete
+        raise
     finally:
         try:
             analyzer.close()  # artifacts still being written
         finally:
-            writer.close(stats=analyzer.stats.as_dict(), interrupted=interrupted)
+            writer.close(stats=analyzer.stats.as_dict(), interrupted=interrupted, complete=False if failed else None)
     if interrupted:
         raise KeyboardInterrupt
     return analyzer.stats
