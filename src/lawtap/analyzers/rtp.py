@@ -402,15 +402,18 @@ def stream_pcm(packets: list[tuple[int, int, bytes, str]], rate: int = g711.SAMP
     if not packets:
         return np.zeros(0, dtype=np.int16)
     n = len(packets)
-    seq = np.fromiter((p[0] for p in packets), dtype=np.int64, count=n)
+    # One C-level transpose of the packet tuples, then arrays of each field.
+    seqs, stamps, payloads, codecs = zip(*packets)
+    seq = np.array(seqs, dtype=np.int64)
     if n > 1 and not bool(np.all(seq[1:] > seq[:-1])):  # reordered or duplicated
         order = np.argsort(seq, kind="stable")
         keep = np.ones(n, dtype=np.bool_)
         keep[1:] = seq[order][1:] != seq[order][:-1]  # first of each sequence number, as sorted() kept
         packets = [packets[i] for i in order[keep].tolist()]
         n = len(packets)
-    ts = np.fromiter((p[1] for p in packets), dtype=np.int64, count=n)
-    lens = np.fromiter((len(p[2]) for p in packets), dtype=np.int64, count=n)
+        seqs, stamps, payloads, codecs = zip(*packets)
+    ts = np.array(stamps, dtype=np.int64)
+    lens = np.fromiter(map(len, payloads), dtype=np.int64, count=n)
     max_fill = int(MAX_FILL_SECONDS * rate)
     # All the silence inserted stays below the audio's own length or 10 minutes (bogus
     # timestamps must not make a huge file).
@@ -418,15 +421,14 @@ def stream_pcm(packets: list[tuple[int, int, bytes, str]], rate: int = g711.SAMP
     starts = np.empty(n, dtype=np.int64)
     total = _place_packets(ts - ts[0], lens, max_fill, fill_budget, starts)
     track = np.zeros(total, dtype=np.int16)
-    i = 0
-    while i < n:
-        codec = packets[i][3]
-        j = i + 1
-        while j < n and packets[j][3] == codec:
-            j += 1
-        samples = g711.decode(b"".join([p[2] for p in packets[i:j]]), codec)
+    if codecs.count(codecs[0]) == n:  # one codec throughout (the usual case): one run
+        runs = [(0, n)]
+    else:
+        bounds = [0] + [k for k in range(1, n) if codecs[k] != codecs[k - 1]] + [n]
+        runs = list(zip(bounds[:-1], bounds[1:]))
+    for i, j in runs:
+        samples = g711.decode(b"".join(payloads[i:j]), codecs[i])
         _scatter_samples(track, starts[i:j], lens[i:j], samples)
-        i = j
     return track
 
 
