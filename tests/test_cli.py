@@ -114,7 +114,9 @@ def test_analyze_query_export_roundtrip(tmp_path: Path) -> None:
     assert_one_line_error(run("export", str(case), "--uid", "Cnosuchuid", "-w", str(tmp_path / "x.pcap")), "Cnosuchuid")
 
 
-def test_ctrl_c_leaves_a_complete_case(tmp_path: Path) -> None:
+@pytest.mark.parametrize("lane", ["0", "1"], ids=["one-process", "dns-lane"])
+def test_ctrl_c_leaves_a_complete_case(tmp_path: Path, lane: str) -> None:
+    """Also with the DNS lane's second process, which must neither hang nor lose its records."""
     from lawtap.generate import generate_capture
 
     cap = tmp_path / "big.pcap"
@@ -125,7 +127,9 @@ def test_ctrl_c_leaves_a_complete_case(tmp_path: Path) -> None:
         shutil.copy(cap, c)
         copies.append(c)
     case = tmp_path / "case"
-    proc = subprocess.Popen([*LAWTAP, "analyze", *map(str, copies), "-o", str(case)], stderr=subprocess.PIPE, text=True)
+    env = {**os.environ, "LAWTAP_LANE": lane}
+    proc = subprocess.Popen([*LAWTAP, "analyze", *map(str, copies), "-o", str(case)], stderr=subprocess.PIPE, text=True,
+                            env=env)
     deadline = time.time() + 120
     while time.time() < deadline and not (case / "case.json").exists():
         time.sleep(0.05)
@@ -137,5 +141,7 @@ def test_ctrl_c_leaves_a_complete_case(tmp_path: Path) -> None:
     assert proc.returncode in (0, 130)
     if proc.returncode == 130:
         assert meta["interrupted"] is True
-    for name in ("conn", "packets", "weird", "tunnel"):
+    for name in ("conn", "packets", "weird", "tunnel", "dns"):
         pq.read_table(case / f"{name}.parquet")  # complete, readable files
+    if lane == "1":
+        assert meta["records"]["dns"] > 0

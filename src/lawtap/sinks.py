@@ -18,20 +18,17 @@ callers run in ``finally``) closes every file and renames it into place.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
 import os
-import signal
 import sys
-import threading
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from types import FrameType, TracebackType
+from types import TracebackType
 from typing import Any, BinaryIO, Literal, Union
 
 import numpy as np
@@ -40,6 +37,7 @@ import pyarrow.parquet as pq
 
 from lawtap import __version__
 from lawtap.errors import LawtapError
+from lawtap.signals import sigint_deferred
 from lawtap.records import SCHEMAS
 
 
@@ -663,35 +661,6 @@ def json_lines(table: pa.Table) -> list[str]:
 # Holding off Ctrl-C while files are in a half-written state
 
 
-@contextlib.contextmanager
-def _sigint_deferred() -> Iterator[None]:
-    """Delay SIGINT until the block is done, then deliver it to the previous handler.
-
-    Why: a KeyboardInterrupt between writing a Parquet row group and its JSON lines (or half
-    way through closing) would leave files that disagree or lack a footer. Only the main thread
-    can install signal handlers; elsewhere the block simply runs.
-    """
-    in_main = threading.current_thread() is threading.main_thread()
-    if not in_main or signal.getsignal(signal.SIGINT) is None:  # None: set from C, can't restore
-        yield
-        return
-    pending: list[tuple[int, FrameType | None]] = []
-
-    def hold(signum: int, frame: FrameType | None) -> None:
-        pending.append((signum, frame))
-
-    previous = signal.signal(signal.SIGINT, hold)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-        if pending:
-            if callable(previous):
-                previous(*pending[0])
-            elif previous != signal.SIG_IGN:
-                raise KeyboardInterrupt
-
-
 # --------------------------------------------------------------------------------------------
 # The writer
 
@@ -876,7 +845,7 @@ class CaseWriter:
         while pending.num_rows and (pending.num_rows >= group_rows or not whole_groups_only):
             group = pending.slice(0, group_rows)
             lines = format_json_lines(group) if self.json_logs else None  # before any file
-            with _sigint_deferred():
+            with sigint_deferred():
                 self._submit(type_name, group, lines)
                 pending = pending.slice(group.num_rows)
                 self._buffers[type_name] = [pending] if pending.num_rows else []
@@ -935,7 +904,7 @@ class CaseWriter:
             return
         self._closed = True
         errors: list[BaseException] = []
-        with _sigint_deferred():
+        with sigint_deferred():
             for step in (self._flush_all_quietly, self._wait_for_writes, self._finish_parquet, self._finish_logs):
                 errors.extend(step())
             errors.extend(self._write_empty_types())

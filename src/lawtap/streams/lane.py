@@ -31,6 +31,7 @@ import pyarrow as pa
 
 from lawtap.decode import kernel as dk
 from lawtap.errors import LawtapError
+from lawtap.signals import sigint_deferred
 
 # Inputs smaller than this are analyzed in one process: a worker costs ~0.5 s of start-up.
 LANE_MIN_BYTES = 64 << 20
@@ -66,7 +67,8 @@ class RemoteLane:
         if self._broken is not None:
             return
         try:
-            self._conn.send(message)
+            with sigint_deferred():  # a message is sent whole, or not at all
+                self._conn.send(message)
         except (OSError, EOFError) as e:  # the worker died: reported at finish
             self._broken = e
 
@@ -96,7 +98,11 @@ class RemoteLane:
         try:
             if self._broken is not None:
                 raise self._broken
-            reply = self._conn.recv()
+            while not self._conn.poll(1.0):  # a live worker may need a while; a dead one won't answer
+                if self._proc.poll() is not None:
+                    raise EOFError("the process ended without an answer")
+            with sigint_deferred():
+                reply = self._conn.recv()
         except (OSError, EOFError) as e:
             raise LawtapError(f"the DNS analysis process failed (exit code {self._wait()}): {e}") from None
         finally:
