@@ -675,6 +675,12 @@ def test_parallel_digests_equal_hashlib() -> None:
     expected = [(hashlib.md5(d).hexdigest(), hashlib.sha1(d).hexdigest(), hashlib.sha256(d).hexdigest()) for d in objects]
     assert digests(objects) == expected
     assert digests(objects[:2]) == expected[:2]
+    # The same, started now and collected later (the pipeline goes on meanwhile).
+    from lawtap.artifacts import PendingDigests
+
+    pending = PendingDigests(objects)
+    assert pending.result() == expected and pending.done()
+    assert PendingDigests([]).result() == [] and PendingDigests(objects[:2]).done()
 
 
 def test_artifact_store_writes_in_background_once_per_object(tmp_path: Path, monkeypatch) -> None:

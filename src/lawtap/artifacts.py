@@ -110,10 +110,38 @@ def digests(objects: list[bytes]) -> list[tuple[str, str, str]]:
     return [futures[i].result() if i in futures else _digests(d) for i, d in enumerate(objects)]
 
 
-def files_batch(items: list[tuple[int, ConnInfo, FileObject]], uids: list[str], fuids: list[str], store: ArtifactStore) -> pa.RecordBatch:
-    """``files`` records for recovered objects (hashes computed here, artifacts stored)."""
+class PendingDigests:
+    """Digests of some objects, the big ones still being computed on the hashing threads.
+
+    Why: the pipeline need not wait for them. It starts the digests of a batch's recovered
+    objects, goes on with the next batches, and writes their ``files`` records once
+    :meth:`done` (in the order they were found).
+    """
+
+    def __init__(self, objects: list[bytes]) -> None:
+        global _pool
+        big = [i for i, d in enumerate(objects) if len(d) >= PARALLEL_BYTES]
+        if big and _pool is None:
+            _pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="lawtap-hash")
+        self._futures = {i: _pool.submit(_digests, objects[i]) for i in big} if big else {}
+        self._small = {i: _digests(d) for i, d in enumerate(objects) if i not in self._futures}
+        self._n = len(objects)
+
+    def done(self) -> bool:
+        return all(f.done() for f in self._futures.values())
+
+    def result(self) -> list[tuple[str, str, str]]:
+        """(md5, sha1, sha256) of each object, in order (waits for the big ones)."""
+        return [self._futures[i].result() if i in self._futures else self._small[i] for i in range(self._n)]
+
+
+def files_batch(items: list[tuple[int, ConnInfo, FileObject]], uids: list[str], fuids: list[str], store: ArtifactStore,
+                hashes: list[tuple[str, str, str]] | None = None) -> pa.RecordBatch:
+    """``files`` records for recovered objects (artifacts stored; ``hashes`` computed here unless
+    given, e.g. by :class:`PendingDigests`)."""
     rows: list[dict[str, Any]] = []
-    hashes = digests([f.data for _, _, f in items])
+    if hashes is None:
+        hashes = digests([f.data for _, _, f in items])
     for (fid, conn, f), uid, fuid, (md5, sha1, sha256) in zip(items, uids, fuids, hashes):
         data = f.data
         rows.append(

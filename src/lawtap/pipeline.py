@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from operator import itemgetter
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -144,6 +144,7 @@ class Analyzer:
         self._last_ts = 0
         self._n_files = 0
         self.dispatcher = None
+        self._pending_files: list[tuple[list, list[str], list[str], Any]] = []  # digests still running
         self.calls = None
         self.identities = None
         if analyzers:
@@ -241,7 +242,7 @@ class Analyzer:
             self.dispatcher.end_all(self._last_ts / 1e9)
             if self.calls is not None:
                 self.calls.finish(self._last_ts / 1e9)
-            yield from self._analyzer_records()
+            yield from self._analyzer_records(final=True)
             if self.identities is not None:
                 for rb in self.identities.table().to_batches():
                     yield "identity", rb
@@ -287,9 +288,10 @@ class Analyzer:
             return "rtp"
         return None
 
-    def _analyzer_records(self) -> Iterator[tuple[str, pa.RecordBatch]]:
-        """Turn the dispatcher's (and call tracker's) events into record batches."""
-        from lawtap.artifacts import files_batch
+    def _analyzer_records(self, final: bool = False) -> Iterator[tuple[str, pa.RecordBatch]]:
+        """Turn the dispatcher's (and call tracker's) events into record batches (``final``:
+        the run ends, wait for every file's digests)."""
+        from lawtap.artifacts import PendingDigests, files_batch
         from lawtap.flows.engine import make_uids
         from lawtap.records import SCHEMAS
 
@@ -324,7 +326,13 @@ class Analyzer:
             uids = [conn.uid if fid < 0 else u for (fid, conn, _), u in zip(files, uids)]
             fuids = make_uids(salt[::-1], np.arange(self._n_files, self._n_files + len(files), dtype=np.int64), prefix="F").to_pylist()
             self._n_files += len(files)
-            yield "files", files_batch(files, uids, fuids, self.artifacts)
+            self._pending_files.append((files, uids, fuids, PendingDigests([f.data for _, _, f in files])))
+        # Files records leave in the order their objects were found, once hashed (the run goes
+        # on meanwhile); the last ones, and any beyond MAX_PENDING_FILE_BATCHES, are waited for.
+        pending = self._pending_files
+        while pending and (final or pending[0][3].done() or len(pending) > MAX_PENDING_FILE_BATCHES):
+            files_, uids_, fuids_, hashes = pending.pop(0)
+            yield "files", files_batch(files_, uids_, fuids_, self.artifacts, hashes.result())
         if weirds:
             uids = [u if w[0] >= 0 else None for w, u in zip(weirds, make_uids(salt, np.array([w[0] for w in weirds], dtype=np.int64)).to_pylist())]
             self.stats.weirds.update(w[1] for w in weirds)
@@ -428,6 +436,8 @@ def run_analysis(
         raise KeyboardInterrupt
     return analyzer.stats
 
+
+MAX_PENDING_FILE_BATCHES = 4  # batches of recovered objects whose digests may run behind
 
 _CONN_COLUMNS = ("ts", "uid", "id.orig_h", "id.orig_p", "id.resp_h", "id.resp_p")
 
