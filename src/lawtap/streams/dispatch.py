@@ -274,8 +274,10 @@ class StreamDispatcher:
             if flow.analyzer is not None:
                 if flow.stream is not None:
                     self._deliver(fid, flow, flow.stream.flush(ts))
-                flow.analyzer.finish(ts)
-                self._drain(fid, flow)
+                an = flow.analyzer
+                an.finish(ts)
+                if an.records or an.files or an.weirds or getattr(an, "expected_channels", None):
+                    self._drain(fid, flow)
 
     def end_all(self, ts: float) -> None:
         self.end(list(self.flows), ts)
