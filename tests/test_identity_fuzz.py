@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import struct
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from lawtap.analyzers import dhcp as DH
@@ -160,8 +160,16 @@ EVENT = st.fixed_dictionaries(
 )
 
 
+def _gtp(action: str, identity: str, session_time: float | None) -> dict:
+    return {"ts": 0.0, "kind": "gtp", "action": action, "identity": identity, "ip": "10.0.0.3", "lease_time": None,
+            "session_time": session_time, "session": None, "teids": [], "location": None}
+
+
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(EVENT, max_size=25), st.lists(st.tuples(st.sampled_from(IPS), st.integers(-5, 140).map(float)), max_size=20))
+# Found by this test: a stop (with a session time, without its start) of another identity than
+# the address's current holder once recorded a closed session overlapping the holder's.
+@example([_gtp("start", "u2", None), _gtp("stop", "u1", 10.0)], [])
 def test_resolver_matches_brute_force(events, queries):
     r = IdentityResolver()
     half = len(events) // 2

@@ -27,7 +27,8 @@ Semantics (all of them are why the resolver exists rather than a join):
   by ``session_time`` (RADIUS Acct-Session-Time) but never over the previous holder.
 * ``stop``/``release`` (RADIUS Stop, GTP Delete, DHCP RELEASE/DECLINE) ends the interval at
   ``ts``. A release naming another identity than the holder's is ignored (stale or spoofed).
-  A stop seen without its start but with ``session_time`` records the whole closed session.
+  A stop seen without its start but with ``session_time`` records the whole closed session
+  (when nobody else holds the address at that moment).
 * Events without ``ip`` find their session through ``session`` (e.g. NAS + Acct-Session-Id)
   or ``teids`` (GTP control/user-plane tunnel endpoints): Delete PDP Context carries only the
   receiver's TEID. Sessions known only by TEID (no PDN address seen) still answer
@@ -485,7 +486,10 @@ class IdentityResolver:
                 if iv.ts_end is None or iv.ts_end > ts:
                     iv.ts_end = ts
                 self._merge_attrs_only(iv, ev)
-            if not targets and ev.ip is not None and ev.action == "stop" and ev.session_time is not None:
+            # A stop without its start records the closed session, unless another identity
+            # holds the address at that moment (then the stop is stale or spoofed: ignored).
+            if (not targets and ev.ip is not None and ev.action == "stop" and ev.session_time is not None
+                    and (tl is None or tl.at(ts) is None)):
                 start = self._backdated_start(tl, ev)
                 iv = self._new(replace(ev, lease_time=None), start)
                 iv.ts_end = ts
