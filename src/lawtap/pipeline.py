@@ -437,7 +437,7 @@ def run_analysis(
     return analyzer.stats
 
 
-MAX_PENDING_FILE_BATCHES = 4  # batches of recovered objects whose digests may run behind
+MAX_PENDING_FILE_BATCHES = 2  # batches of recovered objects whose digests may run behind
 
 _CONN_COLUMNS = ("ts", "uid", "id.orig_h", "id.orig_p", "id.resp_h", "id.resp_p")
 
