@@ -78,7 +78,7 @@ class _Indexer(Protocol):
     start: int
 
     def index(
-        self, buf: np.ndarray, pos: int, fill: int, eof: bool, base: int, cols: Columns
+        self, buf: np.ndarray, pos: int, fill: int, eof: bool, base: int, cols: Columns, n0: int
     ) -> IndexResult: ...
 
 
@@ -212,14 +212,9 @@ class CaptureSource:
             eof = base + length >= size
             pos = next_record - base
             while True:
-                res = indexer.index(buf, pos, length, eof, base, cols, n)
+                res = _index_step(indexer, buf, pos, length, eof, base, cols, n, weirds)
                 n, pos = res.n, res.pos
-                weirds.extend(res.weirds)
                 self.bytes_read = base + pos
-                if res.status is Status.MORE and (eof or res.need <= length - pos):
-                    at = base + pos
-                    weirds.append(ReaderWeird("reader_stalled", at, f"reader stopped at {at}"))
-                    res.status = Status.DONE
                 if res.status is Status.DONE:
                     if n or weirds:
                         yield cols.batch(buf[:pos], n, fid, weirds)
@@ -257,15 +252,8 @@ class CaptureSource:
         if eof and pos >= fill and not weirds:
             return  # a header and no packets: nothing to index (and no kernel to load)
         while True:
-            res = indexer.index(buf, pos, fill, eof, base, cols, n)
+            res = _index_step(indexer, buf, pos, fill, eof, base, cols, n, weirds)
             n, pos = res.n, res.pos
-            weirds.extend(res.weirds)
-            if res.status is Status.MORE and (eof or res.need <= fill - pos):
-                # Indexers report damage at EOF themselves and never ask for bytes they have;
-                # if one ever did, stop loudly rather than loop or end silently.
-                at = base + pos
-                weirds.append(ReaderWeird("reader_stalled", at, f"reader stopped at {at}"))
-                res.status = Status.DONE
             if res.status is Status.DONE:
                 if n or weirds:
                     yield cols.batch(buf[:pos], n, fid, weirds)
@@ -347,6 +335,23 @@ class CaptureSource:
             else:
                 stream.seek(file_offset)
             return _read_upto(stream, length)
+
+
+def _index_step(indexer: _Indexer, buf: np.ndarray, pos: int, fill: int, eof: bool, base: int, cols: Columns,
+                n: int, weirds: list[ReaderWeird]) -> IndexResult:
+    """One indexer call of a read loop; its weirds join ``weirds``.
+
+    Indexers report damage at EOF themselves and never ask for bytes they have; if one ever
+    did, the loop stops loudly (a ``reader_stalled`` weird, status DONE) rather than loop or end
+    silently.
+    """
+    res = indexer.index(buf, pos, fill, eof, base, cols, n)
+    weirds.extend(res.weirds)
+    if res.status is Status.MORE and (eof or res.need <= fill - res.pos):
+        at = base + res.pos
+        weirds.append(ReaderWeird("reader_stalled", at, f"reader stopped at {at}"))
+        res.status = Status.DONE
+    return res
 
 
 def _mappable_size(raw: BinaryIO) -> int | None:

@@ -305,12 +305,12 @@ class StreamDispatcher:
         state = self.state
         fresh = (state[fids] == UNDECIDED) & np.isin(PS[idx], self._lane_codes)
         if fresh.any():
-            uniq, first = np.unique(fids, return_index=True)
+            first = np.unique(fids, return_index=True)[1]
             firsts = first[fresh[first]]
-            joining = [f for f in fids[firsts].tolist() if f not in self.flows]
+            joining = {f: svc for f, svc in zip(fids[firsts].tolist(), PS[idx[firsts]].tolist()) if f not in self.flows}
             if joining and self.channels:
-                joining = self._unclaimed(joining, idx, fids, A, D, PD)
-            for fid, svc in zip(joining, PS[idx[firsts]].tolist()):
+                joining = {f: joining[f] for f in self._unclaimed(list(joining), idx, fids, A, D, PD)}
+            for fid, svc in joining.items():
                 state[fid] = IN_LANE
                 self.services[fid] = SERVICE_NAMES[svc]
         in_lane = state[fids] == IN_LANE
@@ -324,8 +324,8 @@ class StreamDispatcher:
         """The flows of ``joining`` that no announced data channel would claim."""
         from lawtap.analyzers.ftp import match_channel
 
-        first_row = {}
-        for pos, fid in zip(range(len(fids)), fids.tolist()):
+        first_row: dict[int, int] = {}
+        for pos, fid in enumerate(fids.tolist()):
             first_row.setdefault(fid, pos)
         keep = []
         for fid in joining:
