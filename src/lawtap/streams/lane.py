@@ -11,7 +11,8 @@ one buffer), and the flows' end; the worker process runs an ordinary ``StreamDis
 only those analyzers over exactly the same inputs, so its records are the in-process records.
 It builds Arrow tables as flows end and sends everything back once, at :meth:`RemoteLane.finish`
 (the worker never writes to the pipe before then, so neither side can block on the other).
-Record order within a type differs from an in-process run (the lane's rows come last).
+The lane's record types come out in the same order as in one process (flows end in the same
+order); its weird records reach the case at the end of the run, after the main process's.
 """
 
 from __future__ import annotations
