@@ -20,6 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import corpus_root
+from test_voip import rtp_packet as rtp  # the RTP packet builder of the per-packet tests
 from lawtap.analyzers import calls as calls_mod
 from lawtap.analyzers import g711
 from lawtap.analyzers import rtp as rtp_mod
@@ -246,19 +247,6 @@ def test_corpus_batches_match_packets(path, tracker, monkeypatch):
 
 
 # ---- synthetic call ----
-
-
-def rtp(seq: int, ts: int, ssrc: int, payload: bytes, pt: int = 0, marker: bool = False, csrc: int = 0,
-        ext: bytes | None = None, pad: int = 0) -> bytes:
-    b0 = 0x80 | csrc | (0x10 if ext is not None else 0) | (0x20 if pad else 0)
-    out = struct.pack("!BBHII", b0, pt | (0x80 if marker else 0), seq & 0xFFFF, ts & 0xFFFFFFFF, ssrc)
-    out += b"".join(struct.pack("!I", 1000 + k) for k in range(csrc))
-    if ext is not None:
-        out += struct.pack("!HH", 0xBEDE, len(ext) // 4) + ext
-    out += payload
-    if pad:
-        out += b"\x00" * (pad - 1) + bytes([pad])
-    return out
 
 
 def sender_report(ssrc: int) -> bytes:
