@@ -100,14 +100,7 @@ def digests(objects: list[bytes]) -> list[tuple[str, str, str]]:
     benchmark workload) and ``hashlib`` releases the GIL on large inputs, so the digests of
     different objects run in parallel with each other.
     """
-    global _pool
-    big = [i for i, d in enumerate(objects) if len(d) >= PARALLEL_BYTES]
-    if len(big) < 2:
-        return [_digests(d) for d in objects]
-    if _pool is None:
-        _pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="lawtap-hash")
-    futures = {i: _pool.submit(_digests, objects[i]) for i in big}
-    return [futures[i].result() if i in futures else _digests(d) for i, d in enumerate(objects)]
+    return PendingDigests(objects).result()
 
 
 class PendingDigests:
