@@ -949,118 +949,187 @@ class DNSAnalyzer(StreamAnalyzer):
 
     def datagram(self, is_orig: bool, data: bytes, ts: float) -> None:
         """One DNS message (a UDP payload, or one length-framed message of a TCP stream)."""
-        if type(data) is not bytes:
-            data = bytes(data)
-        p = None
-        if len(data) >= 12 and not data[2] & 0x80:  # a query: maybe seen before (see _QUERY_MEMO)
-            body = data[2:]
-            seen = _QUERY_MEMO.get(body)
-            if seen is not None:
-                p = ((data[0] << 8) | data[1],) + seen
-            else:
-                p = _parse(data, False)
-                if b"\xc0\x00" not in body and b"\xc0\x01" not in body:
-                    if len(_QUERY_MEMO) >= _QUERY_MEMO_MAX:
-                        _QUERY_MEMO.clear()
-                    _QUERY_MEMO[body] = p[1:]  # type: ignore[index]
+        if _on_message(self._pending, self.conn.proto, data, ts, "dns", self.records, self.weirds):
+            self.messages += 1
+
+
+def _on_message(pending: deque, proto: str, data: bytes, ts: float, tag: Any, records: list, weirds: list) -> bool:
+    """One DNS message of a connection whose pending queries are ``pending``: a query waits
+    there for its response; a response completes the oldest matching query's record (or makes
+    one of its own). Records are appended to ``records`` as ``(tag, record)``, problems to
+    ``weirds`` as ``(name, detail)``. Returns whether the message had a header.
+
+    A function rather than a method so that :class:`DnsFlows` runs exactly this code for many
+    connections without an analyzer object per connection."""
+    if type(data) is not bytes:
+        data = bytes(data)
+    p = None
+    if len(data) >= 12 and not data[2] & 0x80:  # a query: maybe seen before (see _QUERY_MEMO)
+        body = data[2:]
+        seen = _QUERY_MEMO.get(body)
+        if seen is not None:
+            p = ((data[0] << 8) | data[1],) + seen
         else:
             p = _parse(data, False)
-            if p is None:
-                self.weirds.append(("DNS_truncated_len_lt_hdr_len", str(len(data))))
-                return
-        self.messages += 1
-        if p[10]:  # problems
-            self.weirds.extend(p[10])
-        if p[1] & 0x8000:  # QR
-            self._response(p, ts)
-            return
-        # a query: log it when its response comes (or at the end)
-        mid, flags, _, _, _, _, _, questions, _, edns, _, _ = p
-        rec = self._base(mid, flags, questions, edns, ts)
-        pending = self._pending
-        if len(pending) >= MAX_PENDING:
-            self.records.append(("dns", pending.popleft()[4]))
-            self.weirds.append(("DNS_too_many_pending_queries", str(MAX_PENDING)))
-        pending.append((ts, mid, questions[0][0] if questions else None, rec["query"], rec))
+            if b"\xc0\x00" not in body and b"\xc0\x01" not in body:
+                if len(_QUERY_MEMO) >= _QUERY_MEMO_MAX:
+                    _QUERY_MEMO.clear()
+                _QUERY_MEMO[body] = p[1:]  # type: ignore[index]
+    else:
+        p = _parse(data, False)
+        if p is None:
+            weirds.append(("DNS_truncated_len_lt_hdr_len", str(len(data))))
+            return False
+    if p[10]:  # problems
+        weirds.extend(p[10])
+    if p[1] & 0x8000:  # QR
+        _response(pending, proto, p, ts, tag, records)
+        return True
+    # a query: log it when its response comes (or at the end)
+    mid, flags, _, _, _, _, _, questions, _, edns, _, _ = p
+    rec = _base(proto, mid, flags, questions, edns, ts)
+    if len(pending) >= MAX_PENDING:
+        records.append((tag, pending.popleft()[4]))
+        weirds.append(("DNS_too_many_pending_queries", str(MAX_PENDING)))
+    pending.append((ts, mid, questions[0][0] if questions else None, rec["query"], rec))
+    return True
 
-    def _base(self, mid: int, flags: int, questions: list[tuple[str, int, int]], edns: dict | None,
-              ts: float) -> dict[str, Any]:
-        """The record of a query (or of a response without one), as far as the message goes."""
-        rec = _RECORD_TEMPLATE.copy()
-        rec["ts"] = ts
-        rec["proto"] = self.conn.proto
-        rec["trans_id"] = mid
-        rec["Z"] = (flags >> 4) & 0x7
-        rec["RD"] = flags & 0x0100 != 0
-        rec["TC"] = flags & 0x0200 != 0
-        if questions:
-            q, qt, qc = questions[0]
-            rec["query"] = q.lower()
-            rec["qtype"] = qt
-            rec["qtype_name"] = QTYPES.get(qt) or qtype_name(qt)
-            rec["qclass"] = qc
-            rec["qclass_name"] = CLASSES.get(qc) or qclass_name(qc)
-        if edns and edns.get("ecs"):
+
+def _base(proto: str, mid: int, flags: int, questions: list[tuple[str, int, int]], edns: dict | None,
+          ts: float) -> dict[str, Any]:
+    """The record of a query (or of a response without one), as far as the message goes."""
+    rec = _RECORD_TEMPLATE.copy()
+    rec["ts"] = ts
+    rec["proto"] = proto
+    rec["trans_id"] = mid
+    rec["Z"] = (flags >> 4) & 0x7
+    rec["RD"] = flags & 0x0100 != 0
+    rec["TC"] = flags & 0x0200 != 0
+    if questions:
+        q, qt, qc = questions[0]
+        rec["query"] = q.lower()
+        rec["qtype"] = qt
+        rec["qtype_name"] = QTYPES.get(qt) or qtype_name(qt)
+        rec["qclass"] = qc
+        rec["qclass_name"] = CLASSES.get(qc) or qclass_name(qc)
+    if edns and edns.get("ecs"):
+        e = edns["ecs"]
+        rec["edns_client_subnet"] = f"{e['address']}/{e['source_prefix_len']}"
+    return rec
+
+
+def _response(pending: deque, proto: str, p: Parsed, ts: float, tag: Any, records: list) -> None:
+    mid, flags, rcode, qd, an, ns, ar, questions, (first, texts, ttls, auth, addl), edns, _, _ = p
+    if not an:
+        first = None  # (no answer section: the first record is no answer)
+    if questions:
+        name = questions[0][0]
+    elif first is not None:  # mDNS answers carry no question: the first answer names the query
+        name = first
+    else:
+        name = None
+    # the oldest pending query with this ID and name (compared in lower case; the name as
+    # the query had it first: often the very same string, from the name memo)
+    match = -1
+    query = None
+    for i, (_, pid, pname, pquery, _) in enumerate(pending):
+        if pid == mid:
+            if name is None or name == pname:
+                match = i
+                break
+            if query is None:
+                query = name.lower()
+            if pquery == query:
+                match = i
+                break
+    if match >= 0:
+        if match:
+            qts, _, _, _, rec = pending[match]
+            del pending[match]
+        else:
+            qts, _, _, _, rec = pending.popleft()
+        rtt = ts - qts
+        rec["rtt"] = rtt if rtt > 0 else None
+        if rec["edns_client_subnet"] is None and edns and edns.get("ecs"):
             e = edns["ecs"]
             rec["edns_client_subnet"] = f"{e['address']}/{e['source_prefix_len']}"
-        return rec
+        if flags & 0x0200:
+            rec["TC"] = True
+    else:
+        rec = _base(proto, mid, flags, questions, edns, ts)
+    rec["rcode"] = rcode
+    rec["rcode_name"] = RCODES.get(rcode) or rcode_name(rcode)
+    rec["AA"] = flags & 0x0400 != 0
+    rec["RA"] = flags & 0x0080 != 0
+    if first is not None and rec["query"] is None:
+        rec["query"] = first.lower()
+    if texts:
+        rec["answers"] = texts
+        rec["TTLs"] = ttls
+    if auth:
+        rec["auth"] = auth
+    if addl:
+        rec["addl"] = addl
+    if (questions and not (an or ns or ar)) or (rcode != 0 and not qd):
+        rec["rejected"] = True
+    records.append((tag, rec))
 
-    def _response(self, p: Parsed, ts: float) -> None:
-        mid, flags, rcode, qd, an, ns, ar, questions, (first, texts, ttls, auth, addl), edns, _, _ = p
-        if not an:
-            first = None  # (no answer section: the first record is no answer)
-        if questions:
-            name = questions[0][0]
-        elif first is not None:  # mDNS answers carry no question: the first answer names the query
-            name = first
-        else:
-            name = None
-        # the oldest pending query with this ID and name (compared in lower case; the name as
-        # the query had it first: often the very same string, from the name memo)
-        pending = self._pending
-        match = -1
-        query = None
-        for i, (_, pid, pname, pquery, _) in enumerate(pending):
-            if pid == mid:
-                if name is None or name == pname:
-                    match = i
-                    break
-                if query is None:
-                    query = name.lower()
-                if pquery == query:
-                    match = i
-                    break
-        if match >= 0:
-            if match:
-                qts, _, _, _, rec = pending[match]
-                del pending[match]
-            else:
-                qts, _, _, _, rec = pending.popleft()
-            rtt = ts - qts
-            rec["rtt"] = rtt if rtt > 0 else None
-            if rec["edns_client_subnet"] is None and edns and edns.get("ecs"):
-                e = edns["ecs"]
-                rec["edns_client_subnet"] = f"{e['address']}/{e['source_prefix_len']}"
-            if flags & 0x0200:
-                rec["TC"] = True
-        else:
-            rec = self._base(mid, flags, questions, edns, ts)
-        rec["rcode"] = rcode
-        rec["rcode_name"] = RCODES.get(rcode) or rcode_name(rcode)
-        rec["AA"] = flags & 0x0400 != 0
-        rec["RA"] = flags & 0x0080 != 0
-        if first is not None and rec["query"] is None:
-            rec["query"] = first.lower()
-        if texts:
-            rec["answers"] = texts
-            rec["TTLs"] = ttls
-        if auth:
-            rec["auth"] = auth
-        if addl:
-            rec["addl"] = addl
-        if (questions and not (an or ns or ar)) or (rcode != 0 and not qd):
-            rec["rejected"] = True
-        self.records.append(("dns", rec))
+
+class DnsFlows:
+    """Every UDP DNS (and mDNS) connection of a run that the flow kernel named, handled together.
+
+    Why: most flows of a large capture are DNS, each a query and its answer. An analyzer object,
+    a dispatcher entry and a drain per connection cost more than parsing the two messages.
+    Here a connection is its :class:`ConnInfo` and its pending queries, and each message goes
+    through :func:`_on_message`, the very code :class:`DNSAnalyzer` runs: records, their order
+    within a connection, and weirds are the same.
+    """
+
+    def __init__(self) -> None:
+        self._flows: dict[int, tuple[ConnInfo, deque[_Pending]]] = {}
+        self._records: list[tuple[tuple[int, ConnInfo], dict[str, Any]]] = []
+        self.weirds: list[tuple[int, str, str, float]] = []
+        self.messages = 0
+
+    def __contains__(self, fid: int) -> bool:
+        return fid in self._flows
+
+    def add(self, fid: int, conn: ConnInfo) -> None:
+        """A connection to follow from now on."""
+        self._flows[fid] = (conn, deque())
+
+    def messages_of(self, data, fids: list[int], offs: list[int], lens: list[int], times: list[float]) -> None:
+        """Messages ``data[offs[k]:offs[k] + lens[k]]`` of connections ``fids[k]`` (added
+        before), at ``times[k]``, in capture order."""
+        mv = memoryview(data)
+        flows = self._flows
+        records = self._records
+        problems: list[tuple[str, str]] = []
+        counted = 0
+        for fid, off, n, t in zip(fids, offs, lens, times):
+            conn, pending = flows[fid]
+            if _on_message(pending, "udp", mv[off : off + n].tobytes(), t, (fid, conn), records, problems):
+                counted += 1
+            if problems:
+                self.weirds.extend((fid, name, detail, 0.0) for name, detail in problems)
+                problems.clear()
+        self.messages += counted
+
+    def end(self, fids: list[int]) -> None:
+        """Connections ended: their unanswered queries are logged (as :meth:`DNSAnalyzer.finish`)."""
+        flows = self._flows
+        records = self._records
+        for fid in fids:
+            entry = flows.pop(fid, None)
+            if entry is not None and entry[1]:
+                tag = (fid, entry[0])
+                records.extend((tag, q[4]) for q in entry[1])
+
+    def take(self) -> list[tuple[int, ConnInfo, dict[str, Any]]]:
+        """The ``dns`` records made so far, as the dispatcher holds records: (fid, conn, fields)."""
+        out = [(fid, conn, rec) for (fid, conn), rec in self._records]
+        self._records = []
+        return out
 
 
 class MDNSAnalyzer(DNSAnalyzer):

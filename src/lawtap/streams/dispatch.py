@@ -33,7 +33,8 @@ from lawtap.flows.table import SERVICE_NAMES
 from lawtap.jit import njit
 from lawtap.streams.reassembly import Data, Gap, TcpStream
 
-UNDECIDED, ANALYZING, IGNORED, IN_LANE = 0, 1, 2, 3  # IN_LANE: analyzed by the lane's process
+# IN_LANE: analyzed by the lane's process; IN_DNS_SET: one of the UDP DNS flows of DnsFlows
+UNDECIDED, ANALYZING, IGNORED, IN_LANE, IN_DNS_SET = 0, 1, 2, 3, 4
 MAX_PENDING_PAYLOADS = 8  # payload packets kept while DPI decides
 # Protocols that can hand their connection over to TLS (STARTTLS and friends): when their
 # analyzer quits, the rest of the stream is offered to the TLS analyzer.
@@ -110,6 +111,14 @@ class StreamDispatcher:
         self._lane_codes = np.zeros(0, dtype=np.int64)
         self.lane_tables: list = []  # (record type, Arrow table) from the lane, after end_all
         self.lane_weirds: list[tuple[int, str, str, float]] = []
+        # UDP flows the flow kernel names DNS/mDNS, when the registry has the stock analyzers
+        # for them: handled together by one DnsFlows (no analyzer object per flow).
+        from lawtap.analyzers.dns import DNSAnalyzer, DnsFlows, MDNSAnalyzer
+
+        stock = {"dns": DNSAnalyzer, "mdns": MDNSAnalyzer}
+        self._dns_codes = np.array([code for code, name in SERVICE_NAMES.items()
+                                    if name in stock and registry.get(name) is stock[name]], dtype=np.int64)
+        self.dns_flows = DnsFlows() if len(self._dns_codes) else None
 
     def use_lane(self, lane) -> None:
         """Send the flows of the kernel-named services ``lane.services`` to ``lane``."""
@@ -146,6 +155,8 @@ class StreamDispatcher:
         idx = idx[self.state[PF[idx]] != IGNORED]
         if self.lane is not None and PS is not None and len(idx):
             idx = self._split_lane(data, A, D, ts, PF, PD, PS, idx)
+        if self.dns_flows is not None and PS is not None and len(idx):
+            idx = self._split_dns(data, A, D, ts, PF, PD, PS, idx)
         if not len(idx):
             return
         self.analyzed_packets += len(idx)
@@ -265,6 +276,8 @@ class StreamDispatcher:
             ended = np.array(fids, dtype=np.int64)
             ended = ended[ended < self.state.shape[0]]
             self.lane.end(ended[self.state[ended] == IN_LANE].tolist(), ts)
+        if self.dns_flows is not None:
+            self.dns_flows.end(fids)
         for fid in fids:
             flow = self.flows.pop(fid, None)
             if flow is None:
@@ -288,6 +301,14 @@ class StreamDispatcher:
             self.lane_weirds += weirds
 
     def take(self) -> tuple[dict[str, list[tuple[int, ConnInfo, dict[str, Any]]]], list[tuple[int, ConnInfo, FileObject]], list[tuple[int, str, str, float]]]:
+        dns = self.dns_flows
+        if dns is not None:
+            found = dns.take()
+            if found:
+                self.records.setdefault("dns", []).extend(found)
+            if dns.weirds:
+                self.weirds += dns.weirds
+                dns.weirds = []
         out = (self.records, self.files, self.weirds)
         self.records, self.files, self.weirds = {}, [], []
         return out
@@ -318,6 +339,53 @@ class StreamDispatcher:
             return idx
         self.lane.batch(data, A, D, ts, PF, PD, PS, idx[in_lane])
         return idx[~in_lane]
+
+    def _split_dns(self, data: np.ndarray, A: np.ndarray, D: np.ndarray, ts: np.ndarray, PF: np.ndarray,
+                   PD: np.ndarray, PS: np.ndarray, idx: np.ndarray) -> np.ndarray:
+        """Hand the UDP DNS flows' packets to :attr:`dns_flows`; return the rest of ``idx``.
+
+        A UDP flow joins when its first packet seen here carries a DNS/mDNS service code (as
+        with the lane, unless an announced data channel claims it), and stays until it ends.
+        """
+        fids = PF[idx]
+        state = self.state
+        fresh = (state[fids] == UNDECIDED) & np.isin(PS[idx], self._dns_codes) & (D[idx, dk.C_PROTO] == 17)
+        if fresh.any():
+            first = np.unique(fids, return_index=True)[1]
+            firsts = first[fresh[first]]
+            joining = [f for f in fids[firsts].tolist() if f not in self.flows]
+            if joining and self.channels:
+                keep = set(self._unclaimed(joining, idx, fids, A, D, PD))
+                joining = [f for f in joining if f in keep]
+            if joining:
+                rows = idx[firsts[np.isin(fids[firsts], joining)]]
+                self._join_dns(rows, PF, PD, PS, A, D)
+        in_set = state[fids] == IN_DNS_SET
+        if not in_set.any():
+            return idx
+        rows = idx[in_set]
+        rows = _group_by_flow(rows, PF[rows])
+        self.dns_flows.messages_of(data, PF[rows].tolist(), D[rows, dk.C_PAY_OFF].tolist(),
+                                   D[rows, dk.C_PAY_LEN].tolist(), (ts[rows] / 1e9).tolist())
+        return idx[~in_set]
+
+    def _join_dns(self, rows: np.ndarray, PF: np.ndarray, PD: np.ndarray, PS: np.ndarray, A: np.ndarray,
+                  D: np.ndarray) -> None:
+        """Add the flows whose first packets are ``rows`` to :attr:`dns_flows` (their
+        connection details made for all of them at once)."""
+        fids = PF[rows]
+        fid_list = fids.tolist()
+        uids = self.uids_of(fids) if self.uids_of is not None else [self.uid_of(f) for f in fid_list]
+        srcs = address_strings(A[rows, 0], A[rows, 1]).to_pylist()
+        dsts = address_strings(A[rows, 2], A[rows, 3]).to_pylist()
+        add = self.dns_flows.add
+        services = self.services
+        for fid, uid, src, dst, sport, dport, orig, svc in zip(
+                fid_list, uids, srcs, dsts, D[rows, dk.C_SPORT].tolist(), D[rows, dk.C_DPORT].tolist(),
+                PD[rows].tolist(), PS[rows].tolist()):
+            add(fid, ConnInfo(uid, src, sport, dst, dport, "udp") if orig else ConnInfo(uid, dst, dport, src, sport, "udp"))
+            services[fid] = SERVICE_NAMES[svc]
+        self.state[fids] = IN_DNS_SET
 
     def _unclaimed(self, joining: list[int], idx: np.ndarray, fids: np.ndarray, A: np.ndarray, D: np.ndarray,
                    PD: np.ndarray) -> list[int]:
