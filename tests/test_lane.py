@@ -67,9 +67,9 @@ def test_lane_worker_failure_is_one_clear_error(tmp_path: Path) -> None:
     class NotImportable:  # defined in a test: the worker process cannot import it
         pass
 
-    lane = RemoteLane(b"\0" * 32, {"dns": NotImportable})
+    lane = RemoteLane(b"\0" * 32, {"dns": NotImportable}, [])
     with pytest.raises(LawtapError, match="DNS analysis process failed"):
-        lane.finish(0.0)
+        lane.finish([])
     lane.close()
 
 
@@ -94,14 +94,14 @@ def test_a_failed_lane_fails_the_run_and_marks_the_case_incomplete(tmp_path: Pat
 
     cap = tmp_path / "mix.pcap"
     generate_capture(cap, 3, 200)
-    real_batch = lane_module.RemoteLane.batch
+    real_advance = lane_module.RemoteLane.advance
 
-    def dying_batch(self, *args):  # the worker goes away in the middle of the run
+    def dying_advance(self):  # the worker goes away in the middle of the run
         self._proc.kill()
         self._proc.wait()
-        real_batch(self, *args)
+        real_advance(self)
 
-    monkeypatch.setattr(lane_module.RemoteLane, "batch", dying_batch)
+    monkeypatch.setattr(lane_module.RemoteLane, "advance", dying_advance)
     monkeypatch.setenv("LAWTAP_LANE", "1")
     with pytest.raises(LawtapError, match="DNS analysis process failed"):
         run_analysis([open_capture(cap)], tmp_path / "case", progress=False)

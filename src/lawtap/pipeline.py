@@ -248,9 +248,10 @@ class Analyzer:
                     yield "identity", rb
         self.stats.peak_flows = self.engine.peak_flows
 
-    def start_lane(self) -> None:
+    def start_lane(self, paths: list[Path]) -> None:
         """Analyze the flows the flow kernel names (DNS, mDNS) in a second process
-        (:mod:`lawtap.streams.lane`); their records come back when the run finishes."""
+        (:mod:`lawtap.streams.lane`), which reads the capture files ``paths`` (the run's
+        sources, in order) itself; their records come back when the run finishes."""
         if self.dispatcher is None or self.dispatcher.lane is not None:
             return
         from lawtap.flows.table import SERVICE_NAMES
@@ -258,7 +259,7 @@ class Analyzer:
 
         services = {name: cls for name, cls in self.dispatcher.registry.items() if name in SERVICE_NAMES.values()}
         if services:
-            self.dispatcher.use_lane(RemoteLane(self.engine.salt, services))
+            self.dispatcher.use_lane(RemoteLane(self.engine.salt, services, [str(p) for p in paths]))
 
     def close(self) -> None:
         """Wait for the artifacts still being written (raises the first write failure); stop a
@@ -409,7 +410,7 @@ def run_analysis(
             from lawtap.streams.lane import lane_wanted
 
             if lane_wanted(total):
-                analyzer.start_lane()
+                analyzer.start_lane(paths)
         with Progress(total, enabled=progress) as bar:
             try:
                 for batch, decoded in read_ahead(sources, analyzer):

@@ -111,6 +111,7 @@ class StreamDispatcher:
         self._lane_codes = np.zeros(0, dtype=np.int64)
         self.lane_tables: list = []  # (record type, Arrow table) from the lane, after end_all
         self.lane_weirds: list[tuple[int, str, str, float]] = []
+        self.lane_kept: list[int] = []  # flows with a lane code that stayed here (data channels)
         # UDP flows the flow kernel names DNS/mDNS, when the registry has the stock analyzers
         # for them: handled together by one DnsFlows (no analyzer object per flow).
         from lawtap.analyzers.dns import DNSAnalyzer, DnsFlows, MDNSAnalyzer
@@ -138,6 +139,8 @@ class StreamDispatcher:
         its datagrams of the batch in one :meth:`StreamAnalyzer.datagram_batch` call.
         ``PS`` carries the service the flow kernel already recognised (DNS), which spares DPI.
         """
+        if self.lane is not None:
+            self.lane.advance()
         if not self.registry:
             return
         top = int(PF.max(initial=-1))
@@ -272,10 +275,6 @@ class StreamDispatcher:
 
     def end(self, fids: list[int], ts: float) -> None:
         """Flows ended in the flow table: flush their streams and analyzers."""
-        if self.lane is not None:
-            ended = np.array(fids, dtype=np.int64)
-            ended = ended[ended < self.state.shape[0]]
-            self.lane.end(ended[self.state[ended] == IN_LANE].tolist(), ts)
         if self.dns_flows is not None:
             self.dns_flows.end(fids)
         for fid in fids:
@@ -296,7 +295,7 @@ class StreamDispatcher:
         self.end(list(self.flows), ts)
         if self.lane is not None:
             lane, self.lane = self.lane, None
-            tables, weirds = lane.finish(ts)
+            tables, weirds = lane.finish(self.lane_kept)
             self.lane_tables += tables
             self.lane_weirds += weirds
 
@@ -316,11 +315,13 @@ class StreamDispatcher:
     # ---- internals ----
     def _split_lane(self, data: np.ndarray, A: np.ndarray, D: np.ndarray, ts: np.ndarray, PF: np.ndarray,
                     PD: np.ndarray, PS: np.ndarray, idx: np.ndarray) -> np.ndarray:
-        """Hand the lane's flows' packets to it; return the rest of ``idx``.
+        """Leave the lane's flows to it (its process reads the capture itself); return the rest
+        of ``idx``.
 
         A flow joins the lane when its first packet seen here carries a lane service code, as
         it would otherwise start that analyzer at once (unless an announced data channel claims
-        it: those stay here). It then stays in the lane until it ends.
+        it: those stay here, and the lane drops what it made of them). It then stays in the
+        lane until it ends. :func:`lawtap.streams.lane.lane_rows` makes the same choice.
         """
         fids = PF[idx]
         state = self.state
@@ -328,16 +329,19 @@ class StreamDispatcher:
         if fresh.any():
             first = np.unique(fids, return_index=True)[1]
             firsts = first[fresh[first]]
-            joining = {f: svc for f, svc in zip(fids[firsts].tolist(), PS[idx[firsts]].tolist()) if f not in self.flows}
+            joining = [f for f in fids[firsts].tolist() if f not in self.flows]
             if joining and self.channels:
-                joining = {f: joining[f] for f in self._unclaimed(list(joining), idx, fids, A, D, PD)}
-            for fid, svc in joining.items():
-                state[fid] = IN_LANE
-                self.services[fid] = SERVICE_NAMES[svc]
+                keep = set(self._unclaimed(joining, idx, fids, A, D, PD))
+                self.lane_kept += [f for f in joining if f not in keep]
+                joining = [f for f in joining if f in keep]
+            if joining:
+                joined = np.array(joining, dtype=np.int64)
+                state[joined] = IN_LANE
+                for fid, svc in zip(joining, PS[idx[firsts[np.isin(fids[firsts], joined)]]].tolist()):
+                    self.services[fid] = SERVICE_NAMES[svc]
         in_lane = state[fids] == IN_LANE
         if not in_lane.any():
             return idx
-        self.lane.batch(data, A, D, ts, PF, PD, PS, idx[in_lane])
         return idx[~in_lane]
 
     def _split_dns(self, data: np.ndarray, A: np.ndarray, D: np.ndarray, ts: np.ndarray, PF: np.ndarray,

@@ -1,18 +1,23 @@
 """A second process for the flows the flow kernel names itself (DNS, mDNS).
 
-Why: with every analyzer on, the run is bound by one core of Python, and DNS alone is about
-half of it on a typical mix (one small transaction per flow, each parsed, paired and turned into
-a record). DNS flows need nothing from other flows, and the flow kernel names them before any
+Why: with every analyzer on, the run is bound by one core of Python, and DNS is a large share of
+it on a typical mix (one small transaction per flow, each parsed, paired and turned into a
+record). DNS flows need nothing from other flows, and the flow kernel names them before any
 Python sees them, so they can be analyzed elsewhere without changing a single record.
 
-How: the main process's :class:`~lawtap.streams.dispatch.StreamDispatcher` hands this lane the
-packets of those flows, batch by batch (their rows of the decoded arrays, payloads gathered into
-one buffer), and the flows' end; the worker process runs an ordinary ``StreamDispatcher`` with
-only those analyzers over exactly the same inputs, so its records are the in-process records.
-It builds Arrow tables as flows end and sends everything back once, at :meth:`RemoteLane.finish`
-(the worker never writes to the pipe before then, so neither side can block on the other).
-The lane's record types come out in the same order as in one process (flows end in the same
-order); its weird records reach the case at the end of the run, after the main process's.
+How: the worker process reads the same capture files itself and runs the same decoder and flow
+table, so it sees the same packets with the same flow ids, and analyzes only the lane's flows:
+those whose first payload (or TCP flag) packet carries a lane service code. The main process
+skips exactly those (:meth:`StreamDispatcher._split_lane`). Nothing but small messages crosses
+between the two: the main process grants each batch it has analyzed (so the worker never runs
+ahead of it, and an interrupted run stops both at the same packet), and the worker sends its
+Arrow tables once, at the end (it never writes to the pipe before, so neither side can block
+on the other). Reading a file twice costs little: the second read comes from the page cache.
+
+A flow with a lane code that an announced data channel claims (FTP, IRC DCC, TFTP) stays in the
+main process, which the worker cannot know in time: the main process names those flows at the
+end and the worker drops their records. Its records come out in the same order as in one
+process (flows end in the same order); its weird records reach the case at the end of the run.
 """
 
 from __future__ import annotations
@@ -48,9 +53,9 @@ def lane_wanted(total_bytes: int) -> bool:
 
 
 class RemoteLane:
-    """The main process's end of the lane: ``batch``, ``end``, then ``finish`` once."""
+    """The main process's end of the lane: ``advance`` per batch, then ``finish`` once."""
 
-    def __init__(self, salt: bytes, services: dict[str, Any]) -> None:
+    def __init__(self, salt: bytes, services: dict[str, Any], paths: list[str]) -> None:
         # A fresh interpreter (``python -m lawtap.streams.lane FD``), not fork (this process
         # runs threads) nor multiprocessing's spawn (which re-runs the caller's __main__),
         # talking over a socket pair with multiprocessing's message framing.
@@ -62,7 +67,9 @@ class RemoteLane:
         self._conn = Connection(ours.detach())
         self.services = frozenset(services)
         self._broken: BaseException | None = None
-        self._send((salt, {name: f"{cls.__module__}:{cls.__qualname__}" for name, cls in services.items()}))
+        self._granted = 0
+        self._send((salt, {name: f"{cls.__module__}:{cls.__qualname__}" for name, cls in services.items()},
+                    [str(p) for p in paths]))
 
     def _send(self, message: tuple) -> None:
         if self._broken is not None:
@@ -73,29 +80,15 @@ class RemoteLane:
         except (OSError, EOFError) as e:  # the worker died: reported at finish
             self._broken = e
 
-    def batch(self, data: np.ndarray, A: np.ndarray, D: np.ndarray, ts: np.ndarray, PF: np.ndarray, PD: np.ndarray,
-              PS: np.ndarray, rows: np.ndarray) -> None:
-        """Hand over the packets ``rows`` of a decoded batch (their payloads copied out)."""
-        from lawtap.streams.dispatch import gather_payloads
+    def advance(self) -> None:
+        """The main process analyzes its next (non-empty) batch: the worker may do the same."""
+        self._granted += 1
+        self._send(("go", self._granted))
 
-        D_rows = D[rows]
-        offs = D_rows[:, dk.C_PAY_OFF].copy()
-        lens = np.maximum(D_rows[:, dk.C_PAY_LEN], 0)
-        starts = np.zeros(len(rows) + 1, dtype=np.int64)
-        np.cumsum(lens, out=starts[1:])
-        buf = np.empty(int(starts[-1]), dtype=np.uint8)
-        if len(buf):
-            gather_payloads(data, offs, lens, buf)
-        D_rows[:, dk.C_PAY_OFF] = starts[:-1]
-        self._send(("batch", buf, A[rows], D_rows, ts[rows], PF[rows], PD[rows], PS[rows]))
-
-    def end(self, fids: list[int], ts: float) -> None:
-        """Flows ended (the lane ignores those it never saw); also marks when records are taken."""
-        self._send(("end", fids, ts))
-
-    def finish(self, ts: float) -> tuple[list[tuple[str, pa.Table]], list[tuple[int, str, str, float]]]:
-        """End every flow, wait for the worker, return its record tables and weirds."""
-        self._send(("finish", ts))
+    def finish(self, kept: list[int]) -> tuple[list[tuple[str, pa.Table]], list[tuple[int, str, str, float]]]:
+        """End every flow after the batches granted, wait for the worker, return its record
+        tables and weirds. ``kept``: flows with a lane code the main process analyzed itself."""
+        self._send(("finish", self._granted, kept))
         try:
             if self._broken is not None:
                 raise self._broken
@@ -138,8 +131,8 @@ def _worker_main(fd: int) -> None:
         from lawtap.cli import _NoPandas
 
         sys.meta_path.insert(0, _NoPandas())
-        salt, services = conn.recv()
-        _serve(conn, salt, services)
+        salt, services, paths = conn.recv()
+        _serve(conn, salt, services, paths)
     except BaseException:  # noqa: BLE001 - reported to the main process as one line
         try:
             conn.send(("error", traceback.format_exc(limit=3).strip().splitlines()[-1]))
@@ -149,48 +142,143 @@ def _worker_main(fd: int) -> None:
         conn.close()
 
 
-def _serve(conn, salt: bytes, services: dict[str, str]) -> None:
+class _Grants:
+    """The worker's view of the main process's progress: how many batches it may analyze."""
+
+    def __init__(self, conn) -> None:
+        self._conn = conn
+        self.granted = 0
+        self.final: int | None = None  # set by "finish": the batches the run analyzed
+        self.kept: list[int] = []
+
+    def wait_for(self, k: int) -> bool:
+        """Block until batch ``k`` (1-based) is granted; False if the run ends before it."""
+        while self.granted < k:
+            if self.final is not None:
+                return False
+            message = self._conn.recv()
+            if message[0] == "go":
+                self.granted = message[1]
+            else:  # ("finish", batches analyzed, kept flows)
+                _, self.final, self.kept = message
+                self.granted = max(self.granted, self.final)
+                if k > self.final:
+                    return False
+        return True
+
+    def wait_final(self) -> None:
+        while self.final is None:
+            self.wait_for(self.granted + 1)
+
+
+class _Decoder:
+    """The decode stage :func:`~lawtap.pipeline.read_ahead` runs in its reader thread."""
+
+    def __init__(self) -> None:
+        from lawtap.decode.defrag import Defragmenter
+
+        self.defrag = Defragmenter()
+
+    def decode(self, batch):
+        from lawtap.pipeline import decode
+
+        return decode(batch, self.defrag) if len(batch) else None
+
+
+def lane_rows(owner: np.ndarray, codes: np.ndarray, A: np.ndarray, D: np.ndarray, PF: np.ndarray,
+              PS: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Which flows of a batch belong to the lane, decided as the main process's dispatcher does:
+    a flow's first packet that reaches the dispatcher (TCP/UDP with payload, or TCP with
+    SYN/FIN/RST) carries a lane code. ``owner`` (by flow id: 0 unseen, 1 lane, 2 not) is updated;
+    returns it (grown if needed) and ``PF`` with -1 for every packet not of a lane flow."""
+    proto = D[:, dk.C_PROTO]
+    tcp = proto == 6
+    wanted = (PF >= 0) & (tcp | (proto == 17)) & ((D[:, dk.C_PAY_LEN] > 0) | (tcp & ((D[:, dk.C_FLAGS] & 0x07) != 0)))
+    idx = np.flatnonzero(wanted)
+    top = int(PF.max(initial=-1))
+    if top >= owner.shape[0]:
+        grown = np.zeros(max(top + 1, owner.shape[0] * 2), dtype=np.int8)
+        grown[: owner.shape[0]] = owner
+        owner = grown
+    fids = PF[idx]
+    uniq, first = np.unique(fids, return_index=True)
+    new = owner[uniq] == 0
+    owner[uniq[new]] = np.where(np.isin(PS[idx[first[new]]], codes), 1, 2)
+    mine = np.zeros(PF.shape[0], dtype=np.bool_)
+    mine[idx[owner[fids] == 1]] = True
+    return owner, np.where(mine, PF, -1)
+
+
+def _serve(conn, salt: bytes, services: dict[str, str], paths: list[str]) -> None:
     import importlib
 
-    from lawtap.flows.engine import make_uid, make_uids
-    from lawtap.pipeline import _record_table
+    from lawtap.flows.engine import FlowEngine, make_uid, make_uids
+    from lawtap.flows.table import SERVICE_NAMES
+    from lawtap.pipeline import _record_table, read_ahead
     from lawtap.records import SCHEMAS
+    from lawtap.sources import open_capture
     from lawtap.streams.dispatch import StreamDispatcher
 
     registry = {}
     for name, path in services.items():
         module, qualname = path.split(":")
         registry[name] = getattr(importlib.import_module(module), qualname)
+    codes = np.array([code for code, name in SERVICE_NAMES.items() if name in registry], dtype=np.int64)
+    engine = FlowEngine(salt, keep_records=False)
+    engine.share_services({})  # no payload samples: this process names no flow by DPI
     dispatcher = StreamDispatcher(registry, None, lambda fid: make_uid(salt, fid),
                                   uids_of=lambda fids: make_uids(salt, fids).to_pylist())
-    tables: dict[str, list[pa.Table]] = {}
+    tables: dict[str, list[tuple[pa.Table, np.ndarray]]] = {}
     weirds: list[tuple[int, str, str, float]] = []
+    grants = _Grants(conn)
+    owner = np.zeros(1 << 16, dtype=np.int8)
+    last_ts = 0
 
     def take(default_ts: float) -> None:
         records, _files, new_weirds = dispatcher.take()
         for type_name, items in records.items():
-            tables.setdefault(type_name, []).append(_record_table(SCHEMAS[type_name], items, default_ts))
+            fids = np.array([fid for fid, _, _ in items], dtype=np.int64)
+            tables.setdefault(type_name, []).append((_record_table(SCHEMAS[type_name], items, default_ts), fids))
         weirds.extend((fid, name, detail, t or default_ts) for fid, name, detail, t in new_weirds)
 
-    while True:
-        message = conn.recv()
-        kind = message[0]
-        if kind == "batch":
-            dispatcher.batch(*message[1:])
-        elif kind == "end":
-            dispatcher.end(message[1], message[2])
-            take(message[2])
-        else:  # finish
-            dispatcher.end_all(message[1])
-            take(message[1])
+    def end(fids: list[int]) -> None:
+        if fids:
+            ended = np.array(fids, dtype=np.int64)
+            dispatcher.end(ended[owner[ended] == 1].tolist(), last_ts / 1e9)
+        take(last_ts / 1e9)
+
+    sources = [open_capture(p, file_id=i) for i, p in enumerate(paths)]
+    k = 0
+    for batch, decoded in read_ahead(sources, _Decoder()):
+        if decoded is None:
+            continue
+        k += 1
+        if not grants.wait_for(k):
             break
+        data, A, D = decoded
+        PF, _, PD, PS = engine.run(data, A, D, batch.ts)
+        last_ts = max(last_ts, int(batch.ts[-1]))
+        owner, lane_PF = lane_rows(owner, codes, A, D, PF, PS)
+        dispatcher.batch(data, A, D, batch.ts, lane_PF, PD, PS)
+        ended, engine.ended_fids = engine.ended_fids, []
+        end(ended)
+    grants.wait_final()
+    engine.finish()
+    ended, engine.ended_fids = engine.ended_fids, []
+    end(ended)
+    dispatcher.end_all(last_ts / 1e9)
+    take(last_ts / 1e9)
+    kept = np.array(grants.kept, dtype=np.int64)
     blobs = []
     for type_name, parts in tables.items():
-        table = pa.concat_tables(parts)
+        table = pa.concat_tables([t.filter(pa.array(~np.isin(f, kept))) if len(kept) else t for t, f in parts])
         sink = io.BytesIO()
         with pa.ipc.new_stream(sink, table.schema) as writer:
             writer.write_table(table)
         blobs.append((type_name, sink.getvalue()))
+    if len(kept):
+        dropped = set(kept.tolist())
+        weirds = [w for w in weirds if w[0] not in dropped]
     conn.send(("done", blobs, weirds))
 
 
