@@ -58,7 +58,7 @@ class ArtifactStore:
         if os.path.exists(path):
             return
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = path + ".tmp"
+        tmp = f"{path}.{os.getpid()}.tmp"  # the lane's process may write the same object
         with open(tmp, "wb") as fh:
             fh.write(data)
         os.replace(tmp, path)

@@ -135,8 +135,15 @@ class Analyzer:
     """Feeds batches through decode and flows, handing record batches to a sink callback."""
 
     def __init__(self, salt: bytes, file_names: list[str], classify=None, *, analyzers: bool = True,
-                 artifact_root: Path | None = None) -> None:
+                 artifact_root: Path | None = None, role: str | None = None) -> None:
+        # role "lane": this is the lane's process (lawtap.streams.lane), which analyzes its share
+        # of the flows and writes only their records; the main process writes everything else.
+        self.role = role
+        self.lane = None  # the main process's RemoteLane, once started
         self.engine = FlowEngine(salt, classify=classify)
+        self.dpi = classify is not None
+        # File ids: a counter under a salt; the lane counts its own files under another salt.
+        self._fuid_salt = salt[::-1] if role != "lane" else hashlib.sha256(b"lane files" + salt).digest()
         self.defrag = Defragmenter()
         self.stats = RunStats()
         self.file_names = file_names
@@ -173,8 +180,12 @@ class Analyzer:
             from lawtap.identity import IdentityResolver
 
             self.identities = IdentityResolver()
-            self.dispatcher = StreamDispatcher(reg, classify, self.engine.uid, media_hint, uids_of=self.engine.uids)
+            self.dispatcher = StreamDispatcher(reg, classify, self.engine.uid, media_hint, uids_of=self.engine.uids,
+                                               role=role)
             self.engine.share_services(self.dispatcher.services)
+            if role == "lane":
+                self.engine.conn_owned = self.dispatcher.conn_rows_owned
+                self.engine.keep_tunnels = False
             self.artifacts = ArtifactStore(artifact_root)
 
     def decode(self, batch: PacketBatch) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
@@ -193,12 +204,17 @@ class Analyzer:
             return
         data, A, D = decoded if decoded is not None else decode(batch, self.defrag, st)
         status = D[:, dk.C_STATUS]
+        if self.lane is not None:
+            self.lane.advance()  # the lane may analyze this batch too
         PF, POF, PD, PS = self.engine.run(data, A, D, batch.ts)
         self._last_ts = max(self._last_ts, int(batch.ts[-1]))
         if self.dispatcher is not None:
             self.dispatcher.batch(data, A, D, batch.ts, PF, PD, PS)
             if self.calls is not None:
                 self.calls.tick(self._last_ts / 1e9)
+        if self.role == "lane":  # the main process writes the packets and the decoder's weirds
+            yield from self._records()
+            return
 
         st.packets += n
         st.bytes += int(batch.caplen.sum())
@@ -234,6 +250,8 @@ class Analyzer:
             schema=PACKETS,
         )
         yield from self._records()
+        if self.lane is not None:
+            yield from self._lane_records(self.lane.poll())
 
     def finish(self) -> Iterator[tuple[str, pa.RecordBatch]]:
         self.engine.finish()
@@ -243,30 +261,50 @@ class Analyzer:
             if self.calls is not None:
                 self.calls.finish(self._last_ts / 1e9)
             yield from self._analyzer_records(final=True)
-            if self.identities is not None:
+            if self.lane is not None:
+                lane, self.lane = self.lane, None
+                yield from self._lane_records(lane.finish())
+            if self.identities is not None and self.role != "lane":  # (the lane's events come here)
                 for rb in self.identities.table().to_batches():
                     yield "identity", rb
         self.stats.peak_flows = self.engine.peak_flows
 
     def start_lane(self, paths: list[Path]) -> None:
-        """Analyze the flows the flow kernel names (DNS, mDNS) in a second process
-        (:mod:`lawtap.streams.lane`), which reads the capture files ``paths`` (the run's
-        sources, in order) itself; their records come back when the run finishes."""
-        if self.dispatcher is None or self.dispatcher.lane is not None:
+        """Share the flows with a second process (:mod:`lawtap.streams.lane`), which reads the
+        capture files ``paths`` (the run's sources, in order) itself and analyzes the UDP flows,
+        DNS and SIP; its records reach :meth:`process` as it sends them."""
+        if self.dispatcher is None or self.lane is not None:
             return
-        from lawtap.flows.table import SERVICE_NAMES
         from lawtap.streams.lane import RemoteLane
 
-        services = {name: cls for name, cls in self.dispatcher.registry.items() if name in SERVICE_NAMES.values()}
-        if services:
-            self.dispatcher.use_lane(RemoteLane(self.engine.salt, services, [str(p) for p in paths]))
+        self.lane = RemoteLane(self.engine.salt, [str(p) for p in paths], self.artifacts.root, self.dpi)
+        self.dispatcher.role = "main"
+        self.engine.conn_owned = self.dispatcher.conn_rows_owned
+
+    def _lane_records(self, batches: list[tuple[str, pa.RecordBatch]]) -> Iterator[tuple[str, pa.RecordBatch]]:
+        """The lane's records, to write with this process's; what it made of flows this process
+        kept (data channels it could not know of) is left out, and its counts are added."""
+        drop = self.dispatcher.kept_from_lane
+        drop_uids = pa.array(self.engine.uids(np.array(drop, dtype=np.int64))) if drop else None
+        for type_name, rb in batches:
+            if drop_uids is not None and "uid" in rb.schema.names:
+                import pyarrow.compute as pc
+
+                rb = rb.filter(pc.invert(pc.fill_null(pc.is_in(rb.column("uid"), value_set=drop_uids), False)))
+            if type_name == "conn":
+                self.stats.flows += rb.num_rows
+            elif type_name == "weird":
+                self.stats.weirds.update(rb.column("name").to_pylist())
+            elif type_name == "identity_event" and self.identities is not None:
+                self.identities.add_table(rb)
+            yield type_name, rb
 
     def close(self) -> None:
         """Wait for the artifacts still being written (raises the first write failure); stop a
         lane process the run did not finish (after an error)."""
         if self.dispatcher is not None:
-            if self.dispatcher.lane is not None:
-                self.dispatcher.lane.close()
+            if self.lane is not None:
+                self.lane.close()
             self.artifacts.close()
 
     # ---- helpers ----
@@ -297,12 +335,6 @@ class Analyzer:
         from lawtap.records import SCHEMAS
 
         records, files, weirds = self.dispatcher.take()
-        lane_tables, self.dispatcher.lane_tables = self.dispatcher.lane_tables, []
-        weirds += self.dispatcher.lane_weirds
-        self.dispatcher.lane_weirds = []
-        for type_name, table in lane_tables:
-            for rb in table.to_batches():
-                yield type_name, rb
         if self.calls is not None:
             # Call records come with their SIP connection; fid -1 marks "uid already known".
             c_records, c_files, c_weirds = self.calls.drain()
@@ -325,7 +357,7 @@ class Analyzer:
         if files:
             uids = make_uids(salt, np.array([fid for fid, _, _ in files], dtype=np.int64)).to_pylist()
             uids = [conn.uid if fid < 0 else u for (fid, conn, _), u in zip(files, uids)]
-            fuids = make_uids(salt[::-1], np.arange(self._n_files, self._n_files + len(files), dtype=np.int64), prefix="F").to_pylist()
+            fuids = make_uids(self._fuid_salt, np.arange(self._n_files, self._n_files + len(files), dtype=np.int64), prefix="F").to_pylist()
             self._n_files += len(files)
             self._pending_files.append((files, uids, fuids, PendingDigests([f.data for _, _, f in files])))
         # Files records leave in the order their objects were found, once hashed (the run goes

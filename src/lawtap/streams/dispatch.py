@@ -35,6 +35,11 @@ from lawtap.streams.reassembly import Data, Gap, TcpStream
 
 # IN_LANE: analyzed by the lane's process; IN_DNS_SET: one of the UDP DNS flows of DnsFlows
 UNDECIDED, ANALYZING, IGNORED, IN_LANE, IN_DNS_SET = 0, 1, 2, 3, 4
+# With a lane (lawtap.streams.lane), each flow is analyzed by one of two processes. The lane owns
+# every UDP flow and every flow the flow kernel names (DNS): it sees them from their first
+# packet. It also owns the TCP flows DPI names as one of these services, so SIP signalling over
+# TCP is in the same process as the RTP its SDP announces (the call tracker ties the two).
+LANE_TCP_SERVICES = frozenset({"sip"})
 MAX_PENDING_PAYLOADS = 8  # payload packets kept while DPI decides
 # Protocols that can hand their connection over to TLS (STARTTLS and friends): when their
 # analyzer quits, the rest of the stream is offered to the TLS analyzer.
@@ -88,7 +93,7 @@ class StreamDispatcher:
 
     def __init__(self, registry: dict[str, Callable[[ConnInfo], StreamAnalyzer]], classify: Classifier | None,
                  uid_of: Callable[[int], str], media_hint: Callable[[ConnInfo], str | None] | None = None,
-                 uids_of: Callable[[np.ndarray], list[str]] | None = None) -> None:
+                 uids_of: Callable[[np.ndarray], list[str]] | None = None, role: str | None = None) -> None:
         self.registry = registry
         self.classify = classify
         self.uid_of = uid_of
@@ -106,12 +111,13 @@ class StreamDispatcher:
         # a new flow matching one goes straight to the channel's analyzer, without DPI.
         self.channels: list = []
         self.services: dict[int, str] = {}  # fid -> DPI's answer, for conn.service
-        # Flows the flow kernel names (DNS) may go to a worker process (lawtap.streams.lane).
-        self.lane = None
-        self._lane_codes = np.zeros(0, dtype=np.int64)
-        self.lane_tables: list = []  # (record type, Arrow table) from the lane, after end_all
-        self.lane_weirds: list[tuple[int, str, str, float]] = []
-        self.lane_kept: list[int] = []  # flows with a lane code that stayed here (data channels)
+        # role "main" or "lane": this process analyzes only its share of the flows (see
+        # LANE_TCP_SERVICES); None: every flow. lane_owned marks, by flow id, the lane's flows
+        # that are not UDP (UDP flows are the lane's anyway), for conn_rows_owned.
+        self.role = role
+        self._lane_codes = np.array(list(SERVICE_NAMES), dtype=np.int64)
+        self.lane_owned = np.zeros(1 << 16, dtype=np.int8)
+        self.kept_from_lane: list[int] = []  # main: flows the lane may have analyzed too (data channels)
         # UDP flows the flow kernel names DNS/mDNS, when the registry has the stock analyzers
         # for them: handled together by one DnsFlows (no analyzer object per flow).
         from lawtap.analyzers.dns import DNSAnalyzer, DnsFlows, MDNSAnalyzer
@@ -121,10 +127,14 @@ class StreamDispatcher:
                                     if name in stock and registry.get(name) is stock[name]], dtype=np.int64)
         self.dns_flows = DnsFlows() if len(self._dns_codes) else None
 
-    def use_lane(self, lane) -> None:
-        """Send the flows of the kernel-named services ``lane.services`` to ``lane``."""
-        self.lane = lane
-        self._lane_codes = np.array([code for code, name in SERVICE_NAMES.items() if name in lane.services], dtype=np.int64)
+    def conn_rows_owned(self, fids: np.ndarray, protos: np.ndarray) -> np.ndarray:
+        """Which of these ended flows' conn records this process writes (all without a role):
+        the lane writes its flows', the main process every other's."""
+        known = fids < self.lane_owned.shape[0]
+        marked = np.zeros(fids.shape[0], dtype=np.bool_)
+        marked[known] = self.lane_owned[fids[known]] == 1
+        lane = marked | (protos == 17)
+        return lane if self.role == "lane" else ~lane
 
     # ---- per batch ----
     def batch(self, data: np.ndarray, A: np.ndarray, D: np.ndarray, ts: np.ndarray, PF: np.ndarray, PD: np.ndarray,
@@ -139,15 +149,13 @@ class StreamDispatcher:
         its datagrams of the batch in one :meth:`StreamAnalyzer.datagram_batch` call.
         ``PS`` carries the service the flow kernel already recognised (DNS), which spares DPI.
         """
-        if self.lane is not None:
-            self.lane.advance()
         if not self.registry:
             return
         top = int(PF.max(initial=-1))
         if top >= self.state.shape[0]:
-            grown = np.zeros(max(top + 1, self.state.shape[0] * 2), dtype=np.int8)
-            grown[: self.state.shape[0]] = self.state
-            self.state = grown
+            size = max(top + 1, self.state.shape[0] * 2)
+            self.state = np.concatenate([self.state, np.zeros(size - self.state.shape[0], dtype=np.int8)])
+            self.lane_owned = np.concatenate([self.lane_owned, np.zeros(size - self.lane_owned.shape[0], dtype=np.int8)])
         proto = D[:, dk.C_PROTO]
         plen = D[:, dk.C_PAY_LEN]
         tcp = proto == 6
@@ -156,8 +164,8 @@ class StreamDispatcher:
         if not len(idx):
             return
         idx = idx[self.state[PF[idx]] != IGNORED]
-        if self.lane is not None and PS is not None and len(idx):
-            idx = self._split_lane(data, A, D, ts, PF, PD, PS, idx)
+        if self.role is not None and PS is not None and len(idx):
+            idx = self._split_lane(A, D, PF, PD, PS, idx)
         if self.dns_flows is not None and PS is not None and len(idx):
             idx = self._split_dns(data, A, D, ts, PF, PD, PS, idx)
         if not len(idx):
@@ -293,11 +301,6 @@ class StreamDispatcher:
 
     def end_all(self, ts: float) -> None:
         self.end(list(self.flows), ts)
-        if self.lane is not None:
-            lane, self.lane = self.lane, None
-            tables, weirds = lane.finish(self.lane_kept)
-            self.lane_tables += tables
-            self.lane_weirds += weirds
 
     def take(self) -> tuple[dict[str, list[tuple[int, ConnInfo, dict[str, Any]]]], list[tuple[int, ConnInfo, FileObject]], list[tuple[int, str, str, float]]]:
         dns = self.dns_flows
@@ -313,36 +316,45 @@ class StreamDispatcher:
         return out
 
     # ---- internals ----
-    def _split_lane(self, data: np.ndarray, A: np.ndarray, D: np.ndarray, ts: np.ndarray, PF: np.ndarray,
-                    PD: np.ndarray, PS: np.ndarray, idx: np.ndarray) -> np.ndarray:
-        """Leave the lane's flows to it (its process reads the capture itself); return the rest
-        of ``idx``.
+    def _split_lane(self, A: np.ndarray, D: np.ndarray, PF: np.ndarray, PD: np.ndarray, PS: np.ndarray,
+                    idx: np.ndarray) -> np.ndarray:
+        """With a lane: mark the flows first seen here that belong to the lane (UDP, or named by
+        the flow kernel); the main process leaves them (and, later, any TCP flow DPI hands to
+        the lane, see :meth:`_decide`). Returns what of ``idx`` this process analyzes.
 
-        A flow joins the lane when its first packet seen here carries a lane service code, as
-        it would otherwise start that analyzer at once (unless an announced data channel claims
-        it: those stay here, and the lane drops what it made of them). It then stays in the
-        lane until it ends. :func:`lawtap.streams.lane.lane_rows` makes the same choice.
+        Both processes make the same choice from the same packets. The one thing the lane
+        cannot know is a data channel announced in the main process (FTP, IRC DCC) that claims
+        one of its flows: the main process keeps those (``kept_from_lane``) and drops what the
+        lane made of them.
         """
         fids = PF[idx]
         state = self.state
-        fresh = (state[fids] == UNDECIDED) & np.isin(PS[idx], self._lane_codes)
+        fresh = state[fids] == UNDECIDED
         if fresh.any():
             first = np.unique(fids, return_index=True)[1]
             firsts = first[fresh[first]]
-            joining = [f for f in fids[firsts].tolist() if f not in self.flows]
-            if joining and self.channels:
-                keep = set(self._unclaimed(joining, idx, fids, A, D, PD))
-                self.lane_kept += [f for f in joining if f not in keep]
-                joining = [f for f in joining if f in keep]
+            rows = idx[firsts]
+            to_lane = (D[rows, dk.C_PROTO] == 17) | np.isin(PS[rows], self._lane_codes)
+            joining = [f for f in fids[firsts[to_lane]].tolist() if f not in self.flows]
             if joining:
-                joined = np.array(joining, dtype=np.int64)
-                state[joined] = IN_LANE
-                for fid, svc in zip(joining, PS[idx[firsts[np.isin(fids[firsts], joined)]]].tolist()):
-                    self.services[fid] = SERVICE_NAMES[svc]
-        in_lane = state[fids] == IN_LANE
-        if not in_lane.any():
-            return idx
-        return idx[~in_lane]
+                self.lane_owned[np.array(joining, dtype=np.int64)] = 1
+            if self.role == "main" and joining:
+                if self.channels:
+                    keep = set(self._unclaimed(joining, idx, fids, A, D, PD))
+                    self.kept_from_lane += [f for f in joining if f not in keep]
+                    joining = [f for f in joining if f in keep]
+                    self.lane_owned[np.array(self.kept_from_lane, dtype=np.int64)] = 0
+                if joining:
+                    joined = np.array(joining, dtype=np.int64)
+                    state[joined] = IN_LANE
+                    for fid, svc in zip(joined.tolist(), PS[rows[np.isin(fids[firsts], joined)]].tolist()):
+                        if svc:
+                            self.services[fid] = SERVICE_NAMES[svc]
+        if self.role == "main":
+            in_lane = state[fids] == IN_LANE
+            if in_lane.any():
+                return idx[~in_lane]
+        return idx
 
     def _split_dns(self, data: np.ndarray, A: np.ndarray, D: np.ndarray, ts: np.ndarray, PF: np.ndarray,
                    PD: np.ndarray, PS: np.ndarray, idx: np.ndarray) -> np.ndarray:
@@ -468,6 +480,19 @@ class StreamDispatcher:
             service = self.media_hint(flow.conn) or ""
         if not service:
             service = self._classify(flow, orig, resp)
+        if self.role is not None and flow.proto == 6 and not self.lane_owned[fid]:
+            # TCP flows are the main process's, but for the services the lane owns; until DPI
+            # names one, both processes keep the flow's first payloads alike.
+            if service in LANE_TCP_SERVICES:
+                self.lane_owned[fid] = 1
+                if self.role == "main":
+                    self.services[fid] = service
+                    self.state[fid] = IN_LANE
+                    self.flows.pop(fid, None)
+                    return
+            elif service and self.role == "lane":
+                self._ignore(fid)
+                return
         if service:
             self.services[fid] = service
         cls = self.registry.get(service)
