@@ -335,6 +335,9 @@ class Analyzer:
         from lawtap.records import SCHEMAS
 
         records, files, weirds = self.dispatcher.take()
+        for type_name, table in self.dispatcher.take_tables():
+            for rb in table.to_batches():
+                yield type_name, rb
         if self.calls is not None:
             # Call records come with their SIP connection; fid -1 marks "uid already known".
             c_records, c_files, c_weirds = self.calls.drain()

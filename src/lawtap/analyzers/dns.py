@@ -26,6 +26,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 from lawtap.analyzers.base import COMMON_FIELDS
@@ -867,11 +868,14 @@ _Pending = tuple[float, int, "str | None", "str | None", dict[str, Any]]
 MAX_PENDING = 4096
 MAX_TCP_BUFFER = 65535 + 2
 
-# A fresh record: every DNS field in schema order, None but "rejected", then "ts" (last, where
-# setting it after the fields always put it). Copying this dict is much cheaper than building
-# one (``DNS_SCHEMA.names`` makes a new list on each call), and holding "ts" already spares the
-# copy a resize.
-_RECORD_TEMPLATE: dict[str, Any] = {**dict.fromkeys(DNS_SCHEMA.names[6:]), "rejected": False, "ts": None}
+# A record is a list: every DNS field in schema order after the common ones, then "ts"
+# (:data:`RECORD_NAMES`). One is made per transaction, and a list of fixed positions is cheaper
+# to fill than a dict and is a row as it stands for the column-wise table of :class:`DnsFlows`.
+RECORD_NAMES: tuple[str, ...] = (*DNS_SCHEMA.names[6:], "ts")
+(R_PROTO, R_TRANS_ID, R_RTT, R_QUERY, R_QCLASS, R_QCLASS_NAME, R_QTYPE, R_QTYPE_NAME, R_RCODE, R_RCODE_NAME, R_AA,
+ R_TC, R_RD, R_RA, R_Z, R_ANSWERS, R_TTLS, R_REJECTED, R_AUTH, R_ADDL, R_ECS, R_TS) = range(len(RECORD_NAMES))
+_RECORD_TEMPLATE: list[Any] = [None] * len(RECORD_NAMES)
+_RECORD_TEMPLATE[R_REJECTED] = False
 
 # Queries repeat: clients ask for the same names over and over, each time with a new ID, so
 # most queries on a link are byte for byte a query seen before but for the ID. Their parses
@@ -952,12 +956,18 @@ class DNSAnalyzer(StreamAnalyzer):
         if _on_message(self._pending, self.conn.proto, data, ts, "dns", self.records, self.weirds):
             self.messages += 1
 
+    def drain(self):
+        """Records as dicts (they are kept as lists, see :data:`RECORD_NAMES`)."""
+        records, files, weirds = super().drain()
+        return [(t, dict(zip(RECORD_NAMES, rec))) for t, rec in records], files, weirds
+
 
 def _on_message(pending: deque, proto: str, data: bytes, ts: float, tag: Any, records: list, weirds: list) -> bool:
     """One DNS message of a connection whose pending queries are ``pending``: a query waits
     there for its response; a response completes the oldest matching query's record (or makes
-    one of its own). Records are appended to ``records`` as ``(tag, record)``, problems to
-    ``weirds`` as ``(name, detail)``. Returns whether the message had a header.
+    one of its own). Records (lists, see :data:`RECORD_NAMES`) are appended to ``records`` as
+    ``(tag, record)``, problems to ``weirds`` as ``(name, detail)``. Returns whether the message
+    had a header.
 
     A function rather than a method so that :class:`DnsFlows` runs exactly this code for many
     connections without an analyzer object per connection."""
@@ -982,39 +992,44 @@ def _on_message(pending: deque, proto: str, data: bytes, ts: float, tag: Any, re
             return False
     if p[10]:  # problems
         weirds.extend(p[10])
+    _parsed_message(pending, proto, p, ts, tag, records, weirds)
+    return True
+
+
+def _parsed_message(pending: deque, proto: str, p: Parsed, ts: float, tag: Any, records: list, weirds: list) -> None:
+    """:func:`_on_message` from the message's parse on (also :class:`DnsFlows`' kernel path)."""
     if p[1] & 0x8000:  # QR
         _response(pending, proto, p, ts, tag, records)
-        return True
+        return
     # a query: log it when its response comes (or at the end)
     mid, flags, _, _, _, _, _, questions, _, edns, _, _ = p
     rec = _base(proto, mid, flags, questions, edns, ts)
     if len(pending) >= MAX_PENDING:
         records.append((tag, pending.popleft()[4]))
         weirds.append(("DNS_too_many_pending_queries", str(MAX_PENDING)))
-    pending.append((ts, mid, questions[0][0] if questions else None, rec["query"], rec))
-    return True
+    pending.append((ts, mid, questions[0][0] if questions else None, rec[R_QUERY], rec))
 
 
 def _base(proto: str, mid: int, flags: int, questions: list[tuple[str, int, int]], edns: dict | None,
-          ts: float) -> dict[str, Any]:
+          ts: float) -> list[Any]:
     """The record of a query (or of a response without one), as far as the message goes."""
     rec = _RECORD_TEMPLATE.copy()
-    rec["ts"] = ts
-    rec["proto"] = proto
-    rec["trans_id"] = mid
-    rec["Z"] = (flags >> 4) & 0x7
-    rec["RD"] = flags & 0x0100 != 0
-    rec["TC"] = flags & 0x0200 != 0
+    rec[R_TS] = ts
+    rec[R_PROTO] = proto
+    rec[R_TRANS_ID] = mid
+    rec[R_Z] = (flags >> 4) & 0x7
+    rec[R_RD] = flags & 0x0100 != 0
+    rec[R_TC] = flags & 0x0200 != 0
     if questions:
         q, qt, qc = questions[0]
-        rec["query"] = q.lower()
-        rec["qtype"] = qt
-        rec["qtype_name"] = QTYPES.get(qt) or qtype_name(qt)
-        rec["qclass"] = qc
-        rec["qclass_name"] = CLASSES.get(qc) or qclass_name(qc)
+        rec[R_QUERY] = q.lower()
+        rec[R_QTYPE] = qt
+        rec[R_QTYPE_NAME] = QTYPES.get(qt) or qtype_name(qt)
+        rec[R_QCLASS] = qc
+        rec[R_QCLASS_NAME] = CLASSES.get(qc) or qclass_name(qc)
     if edns and edns.get("ecs"):
         e = edns["ecs"]
-        rec["edns_client_subnet"] = f"{e['address']}/{e['source_prefix_len']}"
+        rec[R_ECS] = f"{e['address']}/{e['source_prefix_len']}"
     return rec
 
 
@@ -1049,29 +1064,29 @@ def _response(pending: deque, proto: str, p: Parsed, ts: float, tag: Any, record
         else:
             qts, _, _, _, rec = pending.popleft()
         rtt = ts - qts
-        rec["rtt"] = rtt if rtt > 0 else None
-        if rec["edns_client_subnet"] is None and edns and edns.get("ecs"):
+        rec[R_RTT] = rtt if rtt > 0 else None
+        if rec[R_ECS] is None and edns and edns.get("ecs"):
             e = edns["ecs"]
-            rec["edns_client_subnet"] = f"{e['address']}/{e['source_prefix_len']}"
+            rec[R_ECS] = f"{e['address']}/{e['source_prefix_len']}"
         if flags & 0x0200:
-            rec["TC"] = True
+            rec[R_TC] = True
     else:
         rec = _base(proto, mid, flags, questions, edns, ts)
-    rec["rcode"] = rcode
-    rec["rcode_name"] = RCODES.get(rcode) or rcode_name(rcode)
-    rec["AA"] = flags & 0x0400 != 0
-    rec["RA"] = flags & 0x0080 != 0
-    if first is not None and rec["query"] is None:
-        rec["query"] = first.lower()
+    rec[R_RCODE] = rcode
+    rec[R_RCODE_NAME] = RCODES.get(rcode) or rcode_name(rcode)
+    rec[R_AA] = flags & 0x0400 != 0
+    rec[R_RA] = flags & 0x0080 != 0
+    if first is not None and rec[R_QUERY] is None:
+        rec[R_QUERY] = first.lower()
     if texts:
-        rec["answers"] = texts
-        rec["TTLs"] = ttls
+        rec[R_ANSWERS] = texts
+        rec[R_TTLS] = ttls
     if auth:
-        rec["auth"] = auth
+        rec[R_AUTH] = auth
     if addl:
-        rec["addl"] = addl
+        rec[R_ADDL] = addl
     if (questions and not (an or ns or ar)) or (rcode != 0 and not qd):
-        rec["rejected"] = True
+        rec[R_REJECTED] = True
     records.append((tag, rec))
 
 
@@ -1079,15 +1094,17 @@ class DnsFlows:
     """Every UDP DNS (and mDNS) connection of a run that the flow kernel named, handled together.
 
     Why: most flows of a large capture are DNS, each a query and its answer. An analyzer object,
-    a dispatcher entry and a drain per connection cost more than parsing the two messages.
-    Here a connection is its :class:`ConnInfo` and its pending queries, and each message goes
-    through :func:`_on_message`, the very code :class:`DNSAnalyzer` runs: records, their order
-    within a connection, and weirds are the same.
+    a dispatcher entry and a drain per connection cost more than the two messages, and so did
+    parsing them one by one in Python. Here a connection is its :class:`ConnInfo` and its
+    pending queries; a batch's messages are parsed at once by :func:`~lawtap.analyzers.dns_scan.
+    scan` (the usual shapes; any other goes through :func:`_parse`), then each goes through
+    :func:`_parsed_message`, the code :class:`DNSAnalyzer` runs: records, their order within a
+    connection, and weirds are the same. The records become a table column by column.
     """
 
     def __init__(self) -> None:
         self._flows: dict[int, tuple[ConnInfo, deque[_Pending]]] = {}
-        self._records: list[tuple[tuple[int, ConnInfo], dict[str, Any]]] = []
+        self._records: list[tuple[tuple[int, ConnInfo], list[Any]]] = []
         self.weirds: list[tuple[int, str, str, float]] = []
         self.messages = 0
 
@@ -1098,17 +1115,34 @@ class DnsFlows:
         """A connection to follow from now on."""
         self._flows[fid] = (conn, deque())
 
-    def messages_of(self, data, fids: list[int], offs: list[int], lens: list[int], times: list[float]) -> None:
+    def messages_of(self, data: np.ndarray, fids: np.ndarray, offs: np.ndarray, lens: np.ndarray,
+                    times: np.ndarray) -> None:
         """Messages ``data[offs[k]:offs[k] + lens[k]]`` of connections ``fids[k]`` (added
-        before), at ``times[k]``, in capture order."""
+        before), at ``times[k]`` (seconds), in capture order."""
+        from lawtap.analyzers.dns_scan import (K_AN, K_ANS0, K_ANS1, K_AR, K_FLAGS, K_ID, K_NAME0, K_NAME1, K_NS,
+                                               K_OK, K_QCLASS, K_QD, K_QTYPE, scan_messages)
+
+        out, names, answers, answer_offs, ttls = scan_messages(data, offs, lens)
+        answer_offs = answer_offs.tolist()
+        ttls = ttls.astype(np.float64).tolist()
         mv = memoryview(data)
         flows = self._flows
         records = self._records
         problems: list[tuple[str, str]] = []
         counted = 0
-        for fid, off, n, t in zip(fids, offs, lens, times):
+        no_problems: list[tuple[str, str]] = []
+        for row, fid, off, n, t in zip(out.tolist(), fids.tolist(), offs.tolist(), lens.tolist(), times.tolist()):
             conn, pending = flows[fid]
-            if _on_message(pending, "udp", mv[off : off + n].tobytes(), t, (fid, conn), records, problems):
+            if row[K_OK]:
+                flags = row[K_FLAGS]
+                a0, a1 = row[K_ANS0], row[K_ANS1]
+                texts = [answers[answer_offs[j] : answer_offs[j + 1]] for j in range(a0, a1)]
+                p = (row[K_ID], flags, flags & 0xF, row[K_QD], row[K_AN], row[K_NS], row[K_AR],
+                     [(names[row[K_NAME0] : row[K_NAME1]], row[K_QTYPE], row[K_QCLASS])],
+                     (None, texts, ttls[a0:a1], None, None), None, no_problems, False)
+                _parsed_message(pending, "udp", p, t, (fid, conn), records, problems)
+                counted += 1
+            elif _on_message(pending, "udp", mv[off : off + n].tobytes(), t, (fid, conn), records, problems):
                 counted += 1
             if problems:
                 self.weirds.extend((fid, name, detail, 0.0) for name, detail in problems)
@@ -1125,11 +1159,24 @@ class DnsFlows:
                 tag = (fid, entry[0])
                 records.extend((tag, q[4]) for q in entry[1])
 
-    def take(self) -> list[tuple[int, ConnInfo, dict[str, Any]]]:
-        """The ``dns`` records made so far, as the dispatcher holds records: (fid, conn, fields)."""
-        out = [(fid, conn, rec) for (fid, conn), rec in self._records]
-        self._records = []
-        return out
+    def take(self) -> pa.Table | None:
+        """The ``dns`` records made so far, as a table (None if there are none)."""
+        if not self._records:
+            return None
+        items, self._records = self._records, []
+        conns = [conn for (_, conn), _ in items]
+        columns = list(zip(*[rec for _, rec in items]))
+        ts = np.array(columns[R_TS], dtype=np.float64)
+        cols: dict[str, Any] = {
+            "ts": pa.array((ts * 1e6).astype(np.int64)).cast(DNS_SCHEMA.field("ts").type),
+            "uid": [c.uid for c in conns],
+            "id.orig_h": [c.orig_h for c in conns],
+            "id.orig_p": [c.orig_p for c in conns],
+            "id.resp_h": [c.resp_h for c in conns],
+            "id.resp_p": [c.resp_p for c in conns],
+        }
+        cols.update(zip(RECORD_NAMES[:R_TS], columns))
+        return pa.Table.from_pydict(cols, schema=DNS_SCHEMA)
 
 
 class MDNSAnalyzer(DNSAnalyzer):

@@ -758,12 +758,74 @@ def _hextet(hi, lo, g):
 
 
 @njit(cache=True, nogil=True)
+def ipv4_chars(q, out, pos):
+    """Write the 32-bit address ``q`` as a dotted quad at ``out[pos:]``; return the new end."""
+    for shift in range(24, -8, -8):
+        o = (q >> shift) & 0xFF
+        if o >= 100:
+            out[pos] = 48 + o // 100
+            pos += 1
+        if o >= 10:
+            out[pos] = 48 + (o // 10) % 10
+            pos += 1
+        out[pos] = 48 + o % 10
+        pos += 1
+        if shift:
+            out[pos] = 46  # '.'
+            pos += 1
+    return pos
+
+
+@njit(cache=True, nogil=True)
+def ipv6_chars(h, v, out, pos):
+    """Write the IPv6 address ``h:v`` as :mod:`ipaddress` prints it (RFC 5952: lower-case hex
+    without leading zeros, the first longest run of two or more zero groups as ``::``, no
+    embedded IPv4) at ``out[pos:]`` (room for 39 bytes); return the new end."""
+    best_start = -1
+    best_len = 0
+    run_start = -1
+    for g in range(8):
+        if _hextet(h, v, g) == 0:
+            if run_start < 0:
+                run_start = g
+            if g - run_start + 1 > best_len:
+                best_start = run_start
+                best_len = g - run_start + 1
+        else:
+            run_start = -1
+    if best_len < 2:
+        best_start = -1
+    first = True
+    if best_start == 0:
+        first = False  # an empty first token: the text starts with "::"
+    g = 0
+    while g < 8:
+        if not first:
+            out[pos] = 58  # ':'
+            pos += 1
+        first = False
+        if g == best_start:
+            g += best_len
+            continue
+        x = _hextet(h, v, g)
+        for shift in range(12, -4, -4):
+            if x >> shift or shift == 0:
+                d = (x >> shift) & 0xF
+                out[pos] = 48 + d if d < 10 else 87 + d
+                pos += 1
+        g += 1
+    if best_start >= 0 and best_start + best_len == 8:
+        out[pos] = 58  # the empty last token: the text ends with "::"
+        pos += 1
+    return pos
+
+
+@njit(cache=True, nogil=True)
 def address_chars(hi, lo, offsets, out):
     """Arrow string data for a column of addresses (``engine.address_strings`` in a kernel).
 
-    IPv4 (stored IPv4-mapped) as a dotted quad; IPv6 as :mod:`ipaddress` prints it (RFC 5952:
-    lower-case hex without leading zeros, the first longest run of two or more zero groups as
-    ``::``, no embedded IPv4). Writes the bytes to ``out`` (room for 39 per row) and the Arrow
+    IPv4 (stored IPv4-mapped) as a dotted quad; IPv6 as :mod:`ipaddress` prints it
+    (:func:`ipv6_chars`). Writes the bytes to ``out`` (room for 39 per row) and the Arrow
     offsets to ``offsets`` (``n + 1`` entries); returns the number of bytes written.
     """
     pos = 0
@@ -772,57 +834,8 @@ def address_chars(hi, lo, offsets, out):
         h = hi[i]
         v = lo[i]
         if h == np.uint64(0) and (v >> np.uint64(32)) == np.uint64(0xFFFF):
-            q = np.int64(v & np.uint64(0xFFFFFFFF))
-            for shift in range(24, -8, -8):
-                o = (q >> shift) & 0xFF
-                if o >= 100:
-                    out[pos] = 48 + o // 100
-                    pos += 1
-                if o >= 10:
-                    out[pos] = 48 + (o // 10) % 10
-                    pos += 1
-                out[pos] = 48 + o % 10
-                pos += 1
-                if shift:
-                    out[pos] = 46  # '.'
-                    pos += 1
-            offsets[i + 1] = pos
-            continue
-        best_start = -1
-        best_len = 0
-        run_start = -1
-        for g in range(8):
-            if _hextet(h, v, g) == 0:
-                if run_start < 0:
-                    run_start = g
-                if g - run_start + 1 > best_len:
-                    best_start = run_start
-                    best_len = g - run_start + 1
-            else:
-                run_start = -1
-        if best_len < 2:
-            best_start = -1
-        first = True
-        if best_start == 0:
-            first = False  # an empty first token: the text starts with "::"
-        g = 0
-        while g < 8:
-            if not first:
-                out[pos] = 58  # ':'
-                pos += 1
-            first = False
-            if g == best_start:
-                g += best_len
-                continue
-            x = _hextet(h, v, g)
-            for shift in range(12, -4, -4):
-                if x >> shift or shift == 0:
-                    d = (x >> shift) & 0xF
-                    out[pos] = 48 + d if d < 10 else 87 + d
-                    pos += 1
-            g += 1
-        if best_start >= 0 and best_start + best_len == 8:
-            out[pos] = 58  # the empty last token: the text ends with "::"
-            pos += 1
+            pos = ipv4_chars(np.int64(v & np.uint64(0xFFFFFFFF)), out, pos)
+        else:
+            pos = ipv6_chars(h, v, out, pos)
         offsets[i + 1] = pos
     return pos

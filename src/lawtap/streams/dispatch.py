@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
 from lawtap.analyzers.base import ConnInfo, FileObject, StreamAnalyzer
 from lawtap.decode import kernel as dk
@@ -303,17 +304,19 @@ class StreamDispatcher:
         self.end(list(self.flows), ts)
 
     def take(self) -> tuple[dict[str, list[tuple[int, ConnInfo, dict[str, Any]]]], list[tuple[int, ConnInfo, FileObject]], list[tuple[int, str, str, float]]]:
+        """The analyzers' events so far: records by type as (fid, conn, fields), files, weirds."""
         dns = self.dns_flows
-        if dns is not None:
-            found = dns.take()
-            if found:
-                self.records.setdefault("dns", []).extend(found)
-            if dns.weirds:
-                self.weirds += dns.weirds
-                dns.weirds = []
+        if dns is not None and dns.weirds:
+            self.weirds += dns.weirds
+            dns.weirds = []
         out = (self.records, self.files, self.weirds)
         self.records, self.files, self.weirds = {}, [], []
         return out
+
+    def take_tables(self) -> list[tuple[str, pa.Table]]:
+        """Records made as whole tables (the UDP DNS flows'), by type."""
+        table = self.dns_flows.take() if self.dns_flows is not None else None
+        return [("dns", table)] if table is not None else []
 
     # ---- internals ----
     def _split_lane(self, A: np.ndarray, D: np.ndarray, PF: np.ndarray, PD: np.ndarray, PS: np.ndarray,
@@ -381,8 +384,7 @@ class StreamDispatcher:
             return idx
         rows = idx[in_set]
         rows = _group_by_flow(rows, PF[rows])
-        self.dns_flows.messages_of(data, PF[rows].tolist(), D[rows, dk.C_PAY_OFF].tolist(),
-                                   D[rows, dk.C_PAY_LEN].tolist(), (ts[rows] / 1e9).tolist())
+        self.dns_flows.messages_of(data, PF[rows], D[rows, dk.C_PAY_OFF], D[rows, dk.C_PAY_LEN], ts[rows] / 1e9)
         return idx[~in_set]
 
     def _join_dns(self, rows: np.ndarray, PF: np.ndarray, PD: np.ndarray, PS: np.ndarray, A: np.ndarray,
