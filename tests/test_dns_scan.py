@@ -37,7 +37,8 @@ def scan(messages: list[bytes]):
 
 def check_against_parser(messages: list[bytes]) -> int:
     """Every accepted message matches the parser; returns how many were accepted."""
-    out, names, answers, answer_offs, ttls = scan(messages)
+    out, names, answers, answer_offs, ttls, texts_array = scan(messages)
+    assert texts_array.to_pylist() == [answers[answer_offs[j]:answer_offs[j + 1]] for j in range(len(ttls))]
     accepted = 0
     for msg, row in zip(messages, out.tolist()):
         if not row[K_OK]:
@@ -149,16 +150,16 @@ def test_dns_flows_make_the_records_of_an_analyzer_per_connection(seed: int) -> 
     from lawtap.pipeline import _record_table
 
     rng = random.Random(seed)
-    flows = D.DnsFlows()
+    N = 40  # connections: many get one or two messages per batch (the bulk path), some more
+    generation = dict.fromkeys(range(N), 0)
+    flows = D.DnsFlows(lambda fids: [f"C{f}g{generation[f] - 1}" for f in fids.tolist()])
     analyzers: dict[int, D.DNSAnalyzer] = {}
-    generation = dict.fromkeys(range(12), 0)
     expected: list[tuple[int, ConnInfo, dict]] = []
     expected_weirds: list[tuple[int, str, str]] = []
 
     def start(fid: int) -> None:
         conn = ConnInfo(f"C{fid}g{generation[fid]}", "10.0.0.1", 1000 + fid, "10.0.0.53", 53, "udp")
         generation[fid] += 1
-        flows.add(fid, conn)
         analyzers[fid] = D.DNSAnalyzer(conn)
 
     def finish(fid: int, ts: float) -> None:
@@ -168,14 +169,14 @@ def test_dns_flows_make_the_records_of_an_analyzer_per_connection(seed: int) -> 
         expected.extend((fid, an.conn, rec) for _, rec in records)
         expected_weirds.extend((fid, name, detail) for name, detail in weirds)
 
-    for fid in range(12):
+    for fid in range(N):
         start(fid)
     rows = []
     t = 1000.0
-    for _ in range(8):  # batches
+    for _ in range(14):  # batches
         batch = []
         for _ in range(rng.randint(1, 80)):
-            fid = rng.randrange(12)
+            fid = rng.randrange(N)
             tid = rng.randrange(4)
             name = rng.choice(["a.example", "B.example", "c.example"])
             k = rng.random()
@@ -187,7 +188,7 @@ def test_dns_flows_make_the_records_of_an_analyzer_per_connection(seed: int) -> 
                 msg = soup_message(rng)
             t += 0.001
             batch.append((fid, msg, t))
-        for fid, msg, ts in batch:
+        for fid, msg, ts in sorted(batch, key=lambda m: m[0]):
             an = analyzers[fid]
             an.datagram(True, msg, ts)
             records, _, weirds = an.drain()  # (the dispatcher drains after every flow's datagrams)
@@ -196,20 +197,22 @@ def test_dns_flows_make_the_records_of_an_analyzer_per_connection(seed: int) -> 
         data = np.frombuffer(b"".join(m for _, m, _ in batch), dtype=np.uint8)
         lens = np.array([len(m) for _, m, _ in batch], dtype=np.int64)
         offs = np.concatenate([[0], np.cumsum(lens)[:-1]]).astype(np.int64)
-        flows.messages_of(data, np.array([f for f, _, _ in batch]), offs, lens, np.array([x for _, _, x in batch]))
-        ended = rng.sample(range(12), 3) if rng.random() < 0.5 else []
+        fids = np.array([f for f, _, _ in batch], dtype=np.int64)
+        order = np.argsort(fids, kind="stable")  # grouped by connection, as the dispatcher hands them
+        addrs = np.tile(np.array([0, 0xFFFF0A000001, 0, 0xFFFF0A000035], dtype=np.uint64), (len(batch), 1))
+        flows.messages_of(data, fids[order], offs[order], lens[order], np.array([x for _, _, x in batch])[order],
+                          addrs, 1000 + fids[order], np.full(len(batch), 53), np.ones(len(batch), dtype=np.int8))
+        ended = rng.sample(range(N), 9) if rng.random() < 0.5 else []
         flows.end(ended)
         for fid in ended:
             finish(fid, t)
             start(fid)
-        table = flows.take()
-        if table is not None:
+        for table in flows.take():
             rows += table.to_pylist()
-    flows.end(list(range(12)))
-    for fid in range(12):
+    flows.end(list(range(N)))
+    for fid in range(N):
         finish(fid, t)
-    table = flows.take()
-    if table is not None:
+    for table in flows.take():
         rows += table.to_pylist()
     reference = _record_table(D.DNS_SCHEMA, expected, t).to_pylist()
     assert len(reference) > 100
@@ -221,6 +224,7 @@ def test_dns_flows_make_the_records_of_an_analyzer_per_connection(seed: int) -> 
         return out
 
     assert by_uid(rows) == by_uid(reference)
+    assert flows.whole > 10  # both paths were taken
     assert sorted((f, n, d) for f, n, d, _ in flows.weirds) == sorted(expected_weirds)
 
 

@@ -24,6 +24,7 @@ import socket
 import struct
 from collections import deque
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -1095,50 +1096,180 @@ class DnsFlows:
 
     Why: most flows of a large capture are DNS, each a query and its answer. An analyzer object,
     a dispatcher entry and a drain per connection cost more than the two messages, and so did
-    parsing them one by one in Python. Here a connection is its :class:`ConnInfo` and its
-    pending queries; a batch's messages are parsed at once by :func:`~lawtap.analyzers.dns_scan.
-    scan` (the usual shapes; any other goes through :func:`_parse`), then each goes through
-    :func:`_parsed_message`, the code :class:`DNSAnalyzer` runs: records, their order within a
-    connection, and weirds are the same. The records become a table column by column.
+    parsing them one by one in Python. Here:
+
+    * a batch's messages are parsed at once by :func:`~lawtap.analyzers.dns_scan.scan` (the
+      usual shapes; any other goes through :func:`_parse`);
+    * a connection with no state kept (nothing pending) whose messages in the batch are just a
+      query and its response, or just a response, becomes its record with numpy and Arrow,
+      column by column, without any Python per message (:meth:`_whole_transactions`);
+    * every other message goes through :func:`_parsed_message`, the code :class:`DNSAnalyzer`
+      runs, with the connection's pending queries (its :class:`ConnInfo` made when it first
+      needs state).
+
+    Records, their order within a connection, and weirds are what a DNSAnalyzer per connection
+    makes (``tests/test_dns_scan.py``); across connections, the vectorized records of a batch
+    come before the others.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, uids_of: Callable[[np.ndarray], list[str]]) -> None:
+        self._uids_of = uids_of
         self._flows: dict[int, tuple[ConnInfo, deque[_Pending]]] = {}
         self._records: list[tuple[tuple[int, ConnInfo], list[Any]]] = []
+        self._tables: list[pa.Table] = []
         self.weirds: list[tuple[int, str, str, float]] = []
         self.messages = 0
+        self.whole = 0  # records made column by column (whole transactions)
 
-    def __contains__(self, fid: int) -> bool:
-        return fid in self._flows
+    def messages_of(self, data: np.ndarray, fids: np.ndarray, offs: np.ndarray, lens: np.ndarray, times: np.ndarray,
+                    addrs: np.ndarray, sports: np.ndarray, dports: np.ndarray, origs: np.ndarray) -> None:
+        """Messages ``data[offs[k]:offs[k] + lens[k]]`` of connections ``fids[k]``, at
+        ``times[k]`` (seconds), grouped by connection (in capture order within one). Each
+        message's packet: ``addrs[k]`` (source hi, lo, destination hi, lo), ports, and whether
+        it came from the originator."""
+        from lawtap.analyzers import dns_scan as K
 
-    def add(self, fid: int, conn: ConnInfo) -> None:
-        """A connection to follow from now on."""
-        self._flows[fid] = (conn, deque())
+        scanned = K.scan_messages(data, offs, lens)
+        out = scanned.out
+        n = fids.shape[0]
+        starts = np.flatnonzero(np.concatenate(([True], fids[1:] != fids[:-1])))
+        sizes = np.diff(np.append(starts, n))
+        stateless = ~np.isin(fids[starts], np.fromiter(self._flows, dtype=np.int64, count=len(self._flows)))
+        ok = out[:, K.K_OK] == 1
+        response = (out[:, K.K_FLAGS] & 0x8000) != 0
+        # a query and its response (same ID, same name), or a response alone
+        twos = starts[(sizes == 2) & stateless]
+        twos = twos[ok[twos] & ok[twos + 1] & ~response[twos] & response[twos + 1]
+                    & (out[twos, K.K_ID] == out[twos + 1, K.K_ID])]
+        if len(twos):
+            names = scanned.names
+            same = [names[a:b] == names[c:d] for a, b, c, d in zip(
+                out[twos, K.K_NAME0].tolist(), out[twos, K.K_NAME1].tolist(),
+                out[twos + 1, K.K_NAME0].tolist(), out[twos + 1, K.K_NAME1].tolist())]
+            twos = twos[np.array(same, dtype=np.bool_)]
+        ones = starts[(sizes == 1) & stateless]
+        ones = ones[ok[ones] & response[ones]]
+        whole = np.sort(np.concatenate((twos, ones)))
+        done = np.zeros(n, dtype=np.bool_)
+        if len(whole):
+            paired = np.isin(whole, twos)
+            done[whole] = True
+            done[whole[paired] + 1] = True
+            self._tables.append(self._whole_transactions(scanned, whole, paired, fids, times, addrs, sports, dports,
+                                                         origs))
+            self.messages += len(whole) + int(paired.sum())
+            self.whole += len(whole)
+        rest = np.flatnonzero(~done)
+        if len(rest):
+            self._one_by_one(data, scanned, rest, fids, offs, lens, times, addrs, sports, dports, origs)
 
-    def messages_of(self, data: np.ndarray, fids: np.ndarray, offs: np.ndarray, lens: np.ndarray,
-                    times: np.ndarray) -> None:
-        """Messages ``data[offs[k]:offs[k] + lens[k]]`` of connections ``fids[k]`` (added
-        before), at ``times[k]`` (seconds), in capture order."""
-        from lawtap.analyzers.dns_scan import (K_AN, K_ANS0, K_ANS1, K_AR, K_FLAGS, K_ID, K_NAME0, K_NAME1, K_NS,
-                                               K_OK, K_QCLASS, K_QD, K_QTYPE, scan_messages)
+    def _whole_transactions(self, scanned, first: np.ndarray, paired: np.ndarray, fids: np.ndarray,
+                            times: np.ndarray, addrs: np.ndarray, sports: np.ndarray, dports: np.ndarray,
+                            origs: np.ndarray) -> pa.Table:
+        """The records of whole transactions: message ``first[i]`` is the query (``paired[i]``,
+        the response follows it) or a response without one. What :func:`_parsed_message` makes
+        of them, column by column."""
+        from lawtap.analyzers import dns_scan as K
+        from lawtap.flows.engine import address_strings, strings_by_code
 
-        out, names, answers, answer_offs, ttls = scan_messages(data, offs, lens)
-        answer_offs = answer_offs.tolist()
-        ttls = ttls.astype(np.float64).tolist()
-        mv = memoryview(data)
+        out = scanned.out
+        resp = np.where(paired, first + 1, first)
+        qflags = out[first, K.K_FLAGS]
+        rflags = out[resp, K.K_FLAGS]
+        rtt = times[resp] - times[first]
+        is_orig = origs[first] != 0
+        src_hi, src_lo, dst_hi, dst_lo = (addrs[first, c] for c in range(4))
+        names = scanned.names
+        query = [names[a:b] for a, b in zip(out[first, K.K_NAME0].tolist(), out[first, K.K_NAME1].tolist())]
+        a0 = out[resp, K.K_ANS0]
+        counts = out[resp, K.K_ANS1] - a0
+        list_offs = np.zeros(len(first) + 1, dtype=np.int32)
+        np.cumsum(counts, out=list_offs[1:])
+        picks = np.repeat(a0 - list_offs[:-1], counts) + np.arange(int(list_offs[-1]))
+        no_answers = counts == 0
+        rcode = rflags & 0xF
+        qtype = out[first, K.K_QTYPE]
+        qclass = out[first, K.K_QCLASS]
+        nulls = pa.nulls(len(first), pa.string())
+
+        def names_of(codes: np.ndarray, name_of: Callable[[int], str]) -> pa.Array:
+            uniq, inverse = np.unique(codes, return_inverse=True)
+            return strings_by_code([name_of(c) for c in uniq.tolist()], inverse)
+
+        cols = {
+            "ts": pa.array((times[first] * 1e6).astype(np.int64)).cast(DNS_SCHEMA.field("ts").type),
+            "uid": self._uids_of(fids[first]),
+            "id.orig_h": address_strings(np.where(is_orig, src_hi, dst_hi), np.where(is_orig, src_lo, dst_lo)),
+            "id.orig_p": np.where(is_orig, sports[first], dports[first]),
+            "id.resp_h": address_strings(np.where(is_orig, dst_hi, src_hi), np.where(is_orig, dst_lo, src_lo)),
+            "id.resp_p": np.where(is_orig, dports[first], sports[first]),
+            "proto": pa.array(["udp"] * len(first)),
+            "trans_id": out[first, K.K_ID],
+            "rtt": pa.array(rtt, mask=~(paired & (rtt > 0))),
+            "query": query,
+            "qclass": qclass,
+            "qclass_name": names_of(qclass, lambda c: CLASSES.get(c) or qclass_name(c)),
+            "qtype": qtype,
+            "qtype_name": names_of(qtype, lambda t: QTYPES.get(t) or qtype_name(t)),
+            "rcode": rcode,
+            "rcode_name": names_of(rcode, lambda r: RCODES.get(r) or rcode_name(r)),
+            "AA": (rflags & 0x0400) != 0,
+            "TC": ((qflags & 0x0200) != 0) | ((rflags & 0x0200) != 0),
+            "RD": (qflags & 0x0100) != 0,
+            "RA": (rflags & 0x0080) != 0,
+            "Z": (qflags >> 4) & 0x7,
+            "answers": pa.ListArray.from_arrays(list_offs, scanned.answer_texts.take(picks),
+                                                type=DNS_SCHEMA.field("answers").type, mask=pa.array(no_answers)),
+            "TTLs": pa.ListArray.from_arrays(list_offs, pa.array(scanned.ttls[picks].astype(np.float64)),
+                                             type=DNS_SCHEMA.field("TTLs").type, mask=pa.array(no_answers)),
+            "rejected": (out[resp, K.K_AN] + out[resp, K.K_NS] + out[resp, K.K_AR]) == 0,
+            "auth": pa.nulls(len(first), DNS_SCHEMA.field("auth").type),
+            "addl": pa.nulls(len(first), DNS_SCHEMA.field("addl").type),
+            "edns_client_subnet": nulls,
+        }
+        return pa.Table.from_pydict({name: pa.array(col, type=DNS_SCHEMA.field(name).type)
+                                     if isinstance(col, np.ndarray) else col for name, col in cols.items()},
+                                    schema=DNS_SCHEMA)
+
+    def _one_by_one(self, data: np.ndarray, scanned, rows: np.ndarray, fids: np.ndarray, offs: np.ndarray,
+                    lens: np.ndarray, times: np.ndarray, addrs: np.ndarray, sports: np.ndarray, dports: np.ndarray,
+                    origs: np.ndarray) -> None:
+        """Messages ``rows`` through :func:`_parsed_message` (or :func:`_on_message`), with their
+        connections' state (made here for connections that had none)."""
+        from lawtap.analyzers import dns_scan as K
+
         flows = self._flows
+        row_fids = fids[rows]
+        first = rows[np.unique(row_fids, return_index=True)[1]]
+        new = first[~np.isin(fids[first], np.fromiter(flows, dtype=np.int64, count=len(flows)))]
+        if len(new):
+            from lawtap.flows.engine import address_strings
+
+            srcs = address_strings(addrs[new, 0], addrs[new, 1]).to_pylist()
+            dsts = address_strings(addrs[new, 2], addrs[new, 3]).to_pylist()
+            for fid, uid, src, dst, sp, dp, orig in zip(fids[new].tolist(), self._uids_of(fids[new]), srcs, dsts,
+                                                        sports[new].tolist(), dports[new].tolist(), origs[new].tolist()):
+                conn = ConnInfo(uid, src, sp, dst, dp, "udp") if orig else ConnInfo(uid, dst, dp, src, sp, "udp")
+                flows[fid] = (conn, deque())
+        out = scanned.out
+        names = scanned.names
+        answers = scanned.answers
+        answer_offs = scanned.answer_offs.tolist()
+        ttls = scanned.ttls.astype(np.float64).tolist()
+        mv = memoryview(data)
         records = self._records
         problems: list[tuple[str, str]] = []
-        counted = 0
         no_problems: list[tuple[str, str]] = []
-        for row, fid, off, n, t in zip(out.tolist(), fids.tolist(), offs.tolist(), lens.tolist(), times.tolist()):
+        counted = 0
+        for row, fid, off, n, t in zip(out[rows].tolist(), row_fids.tolist(), offs[rows].tolist(), lens[rows].tolist(),
+                                       times[rows].tolist()):
             conn, pending = flows[fid]
-            if row[K_OK]:
-                flags = row[K_FLAGS]
-                a0, a1 = row[K_ANS0], row[K_ANS1]
+            if row[K.K_OK]:
+                flags = row[K.K_FLAGS]
+                a0, a1 = row[K.K_ANS0], row[K.K_ANS1]
                 texts = [answers[answer_offs[j] : answer_offs[j + 1]] for j in range(a0, a1)]
-                p = (row[K_ID], flags, flags & 0xF, row[K_QD], row[K_AN], row[K_NS], row[K_AR],
-                     [(names[row[K_NAME0] : row[K_NAME1]], row[K_QTYPE], row[K_QCLASS])],
+                p = (row[K.K_ID], flags, flags & 0xF, row[K.K_QD], row[K.K_AN], row[K.K_NS], row[K.K_AR],
+                     [(names[row[K.K_NAME0] : row[K.K_NAME1]], row[K.K_QTYPE], row[K.K_QCLASS])],
                      (None, texts, ttls[a0:a1], None, None), None, no_problems, False)
                 _parsed_message(pending, "udp", p, t, (fid, conn), records, problems)
                 counted += 1
@@ -1148,10 +1279,15 @@ class DnsFlows:
                 self.weirds.extend((fid, name, detail, 0.0) for name, detail in problems)
                 problems.clear()
         self.messages += counted
+        for fid in np.unique(row_fids).tolist():  # nothing pending: no state to keep
+            if not flows[fid][1]:
+                del flows[fid]
 
     def end(self, fids: list[int]) -> None:
         """Connections ended: their unanswered queries are logged (as :meth:`DNSAnalyzer.finish`)."""
         flows = self._flows
+        if not flows:
+            return
         records = self._records
         for fid in fids:
             entry = flows.pop(fid, None)
@@ -1159,10 +1295,11 @@ class DnsFlows:
                 tag = (fid, entry[0])
                 records.extend((tag, q[4]) for q in entry[1])
 
-    def take(self) -> pa.Table | None:
-        """The ``dns`` records made so far, as a table (None if there are none)."""
+    def take(self) -> list[pa.Table]:
+        """The ``dns`` records made so far, as tables."""
+        tables, self._tables = self._tables, []
         if not self._records:
-            return None
+            return tables
         items, self._records = self._records, []
         conns = [conn for (_, conn), _ in items]
         columns = list(zip(*[rec for _, rec in items]))
@@ -1176,7 +1313,7 @@ class DnsFlows:
             "id.resp_p": [c.resp_p for c in conns],
         }
         cols.update(zip(RECORD_NAMES[:R_TS], columns))
-        return pa.Table.from_pydict(cols, schema=DNS_SCHEMA)
+        return tables + [pa.Table.from_pydict(cols, schema=DNS_SCHEMA)]
 
 
 class MDNSAnalyzer(DNSAnalyzer):

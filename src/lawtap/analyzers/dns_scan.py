@@ -18,7 +18,10 @@ records that are OPT with the root as owner, no options and no extended RCODE bi
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
+import pyarrow as pa
 
 from lawtap.flows.table import ipv4_chars, ipv6_chars
 from lawtap.jit import njit
@@ -217,20 +220,33 @@ def scan(data, offs, lens, out, names, answers, answer_offs, ttls, plain):
     return npos, apos, na
 
 
-def scan_messages(data: np.ndarray, offs: np.ndarray, lens: np.ndarray):
-    """:func:`scan` with buffers sized for the batch. Returns (out, names text, answer texts
-    as one str, answer offsets, TTLs): texts are ASCII, so str slices match byte offsets."""
+class Scanned(NamedTuple):
+    """What :func:`scan_messages` found in a batch of messages."""
+
+    out: np.ndarray  # one row per message (K_* columns)
+    names: str  # the questions' names in lower case (ASCII: str offsets are byte offsets)
+    answers: str  # the answers' texts, back to back
+    answer_offs: np.ndarray  # answer j is answers[answer_offs[j]:answer_offs[j + 1]]
+    ttls: np.ndarray  # answer j's TTL
+    answer_texts: pa.Array  # the same texts as an Arrow string array (answer j at j)
+
+
+def scan_messages(data: np.ndarray, offs: np.ndarray, lens: np.ndarray) -> Scanned:
+    """:func:`scan` with buffers sized for the batch."""
     count = offs.shape[0]
     total = int(lens.sum()) if count else 0
     out = np.zeros((count, N_COLUMNS), dtype=np.int64)
     names = np.empty(total + 1, dtype=np.uint8)
     answers = np.empty(4 * total + 64, dtype=np.uint8)
-    answer_offs = np.empty(total // 11 + 2, dtype=np.int64)
+    answer_offs = np.zeros(total // 11 + 2, dtype=np.int64)
     ttls = np.empty(total // 11 + 2, dtype=np.int64)
-    if not count:
-        return out, "", "", answer_offs[:1], ttls[:0]
-    used_names, used_answers, n_answers = scan(data, np.ascontiguousarray(offs, dtype=np.int64),
-                                               np.ascontiguousarray(lens, dtype=np.int64), out, names, answers,
-                                               answer_offs, ttls, PLAIN)
-    return (out, names[:used_names].tobytes().decode("ascii"), answers[:used_answers].tobytes().decode("ascii"),
-            answer_offs[: n_answers + 1], ttls[:n_answers])
+    used_names = used_answers = n_answers = 0
+    if count:
+        used_names, used_answers, n_answers = scan(data, np.ascontiguousarray(offs, dtype=np.int64),
+                                                   np.ascontiguousarray(lens, dtype=np.int64), out, names, answers,
+                                                   answer_offs, ttls, PLAIN)
+    offsets = answer_offs[: n_answers + 1]
+    texts = pa.StringArray.from_buffers(n_answers, pa.py_buffer(offsets.astype(np.int32)),
+                                        pa.py_buffer(answers[:used_answers].copy()))
+    return Scanned(out, names[:used_names].tobytes().decode("ascii"), answers[:used_answers].tobytes().decode("ascii"),
+                   offsets, ttls[:n_answers], texts)

@@ -126,7 +126,7 @@ class StreamDispatcher:
         stock = {"dns": DNSAnalyzer, "mdns": MDNSAnalyzer}
         self._dns_codes = np.array([code for code, name in SERVICE_NAMES.items()
                                     if name in stock and registry.get(name) is stock[name]], dtype=np.int64)
-        self.dns_flows = DnsFlows() if len(self._dns_codes) else None
+        self.dns_flows = DnsFlows(self._uids) if len(self._dns_codes) else None
 
     def conn_rows_owned(self, fids: np.ndarray, protos: np.ndarray) -> np.ndarray:
         """Which of these ended flows' conn records this process writes (all without a role):
@@ -146,7 +146,7 @@ class StreamDispatcher:
         by flow (flows in the order of their first packet in the batch, so a control connection
         announcing a data channel, or SIP announcing RTP, is handled before the flow it
         announces), consecutive in-sequence TCP segments of one direction are merged into one
-        segment (their payloads gathered once by a kernel), and an analyzed UDP flow gets all
+        segment (its payloads gathered by a kernel when it is fed), and an analyzed UDP flow gets all
         its datagrams of the batch in one :meth:`StreamAnalyzer.datagram_batch` call.
         ``PS`` carries the service the flow kernel already recognised (DNS), which spares DPI.
         """
@@ -192,18 +192,12 @@ class StreamDispatcher:
         run_end = np.empty(n, dtype=np.int64)  # per position: where the run containing it ends
         ends = np.append(run_starts[1:], n)
         run_end[:] = np.repeat(ends, np.diff(np.append(run_starts, n)))
-        # Merged runs read their bytes from one gathered buffer; single segments stay zero-copy
-        # (only packets joining a neighbour are gathered).
-        merged = joins.copy()
-        merged[:-1] |= joins[1:]
-        g_len = np.where(merged, len_a, 0)
+        # A merged run's bytes are gathered (by a kernel) when it is fed, not before: a flow may
+        # be ignored after its first payloads (DPI gave up, TLS after its handshake, another
+        # process's flow), and its later runs of the batch are then never copied. Single
+        # segments stay zero-copy.
         g_pos = np.zeros(n + 1, dtype=np.int64)
-        np.cumsum(g_len, out=g_pos[1:])
-        gathered = memoryview(b"")
-        if np.any(joins):
-            buf = np.empty(int(g_pos[-1]), dtype=np.uint8)
-            gather_payloads(data, off_a, g_len, buf)
-            gathered = memoryview(buf)
+        np.cumsum(len_a, out=g_pos[1:])
 
         group_starts = np.flatnonzero(np.append(True, fid_a[1:] != fid_a[:-1])).tolist()
         group_ends = group_starts[1:] + [n]
@@ -275,7 +269,9 @@ class StreamDispatcher:
                     off = offs[k]
                     payload = mv[off : off + lens[k]]
                 else:
-                    payload = gathered[gpos[k] : gpos[e]]
+                    buf = np.empty(gpos[e] - gpos[k], dtype=np.uint8)
+                    gather_payloads(data, off_a[k:e], len_a[k:e], buf)
+                    payload = memoryview(buf)
                 last = e - 1
                 self._feed(fid, flow, bool(origs[k]), seqs[k], acks[last], flags[last], payload, times[k])
                 k = e
@@ -315,8 +311,8 @@ class StreamDispatcher:
 
     def take_tables(self) -> list[tuple[str, pa.Table]]:
         """Records made as whole tables (the UDP DNS flows'), by type."""
-        table = self.dns_flows.take() if self.dns_flows is not None else None
-        return [("dns", table)] if table is not None else []
+        tables = self.dns_flows.take() if self.dns_flows is not None else []
+        return [("dns", table) for table in tables]
 
     # ---- internals ----
     def _split_lane(self, A: np.ndarray, D: np.ndarray, PF: np.ndarray, PD: np.ndarray, PS: np.ndarray,
@@ -384,26 +380,21 @@ class StreamDispatcher:
             return idx
         rows = idx[in_set]
         rows = _group_by_flow(rows, PF[rows])
-        self.dns_flows.messages_of(data, PF[rows], D[rows, dk.C_PAY_OFF], D[rows, dk.C_PAY_LEN], ts[rows] / 1e9)
+        self.dns_flows.messages_of(data, PF[rows], D[rows, dk.C_PAY_OFF], D[rows, dk.C_PAY_LEN], ts[rows] / 1e9,
+                                   A[rows, :4], D[rows, dk.C_SPORT], D[rows, dk.C_DPORT], PD[rows])
         return idx[~in_set]
 
     def _join_dns(self, rows: np.ndarray, PF: np.ndarray, PD: np.ndarray, PS: np.ndarray, A: np.ndarray,
                   D: np.ndarray) -> None:
-        """Add the flows whose first packets are ``rows`` to :attr:`dns_flows` (their
-        connection details made for all of them at once)."""
+        """The flows whose first packets are ``rows`` go to :attr:`dns_flows` from now on."""
         fids = PF[rows]
-        fid_list = fids.tolist()
-        uids = self.uids_of(fids) if self.uids_of is not None else [self.uid_of(f) for f in fid_list]
-        srcs = address_strings(A[rows, 0], A[rows, 1]).to_pylist()
-        dsts = address_strings(A[rows, 2], A[rows, 3]).to_pylist()
-        add = self.dns_flows.add
-        services = self.services
-        for fid, uid, src, dst, sport, dport, orig, svc in zip(
-                fid_list, uids, srcs, dsts, D[rows, dk.C_SPORT].tolist(), D[rows, dk.C_DPORT].tolist(),
-                PD[rows].tolist(), PS[rows].tolist()):
-            add(fid, ConnInfo(uid, src, sport, dst, dport, "udp") if orig else ConnInfo(uid, dst, dport, src, sport, "udp"))
-            services[fid] = SERVICE_NAMES[svc]
         self.state[fids] = IN_DNS_SET
+        services = self.services
+        for fid, svc in zip(fids.tolist(), PS[rows].tolist()):
+            services[fid] = SERVICE_NAMES[svc]
+
+    def _uids(self, fids: np.ndarray) -> list[str]:
+        return self.uids_of(fids) if self.uids_of is not None else [self.uid_of(f) for f in fids.tolist()]
 
     def _unclaimed(self, joining: list[int], idx: np.ndarray, fids: np.ndarray, A: np.ndarray, D: np.ndarray,
                    PD: np.ndarray) -> list[int]:
