@@ -1,10 +1,12 @@
-"""Ahead-of-time compiled copies of the packet-path kernels (reader, decoder, flow table).
+"""Ahead-of-time compiled copies of the packet-path kernels (reader, decoder, flow table) and
+of the analyzers' hot kernels (merged TCP runs, DNS messages, RTP streams).
 
 Why: a ``lawtap analyze`` run spends about a second before its first packet importing numba
 and loading its cached kernels (numba re-installs its typing and lowering registries even for
-a cache hit). The kernels on the packet path are few and their argument types fixed, so they
-are also compiled ahead of time (``numba.pycc``) into one extension module that loads in
-milliseconds without numba. Everything else (analyzer kernels, export, JSON) stays JIT.
+a cache hit); with every analyzer on, both processes of a run with a lane paid it. These
+kernels are few and their argument types fixed, so they are also compiled ahead of time
+(``numba.pycc``) into one extension module that loads in milliseconds without numba. The
+rest (export, JSON logs, the ETSI encoder) stays JIT.
 
 * ``python -m lawtap.aot build [--if-stale]`` (run by ``make``) compiles :data:`EXPORTS` into
   ``<cache>/lawtap_kernels_<key>.so``; ``<key>`` hashes the kernels' source files and the
@@ -47,11 +49,23 @@ EXPORTS: tuple[tuple[str, str, str], ...] = (
     ("lawtap.flows.table", "rehash", "void(u8[:,::1], i8[:,::1], u1[:,::1], u1[::1], u8[:,::1], i8[:,::1], u1[:,::1], u1[::1])"),
     ("lawtap.flows.table", "uid_chars", "void(i8[::1], u8, u8, u1, u1[::1], u1[:,::1])"),
     ("lawtap.flows.table", "address_chars", "i8(u8[::1], u8[::1], i4[::1], u1[::1])"),
+    # With every analyzer on: the analyzers' hot kernels, so that a run imports no numba at all.
+    ("lawtap.streams.dispatch", "gather_payloads", "void(u1[::1], i8[::1], i8[::1], u1[::1])"),
+    ("lawtap.analyzers.dns_scan", "scan",
+     "UniTuple(i8, 3)(u1[::1], i8[::1], i8[::1], i8[:,::1], u1[::1], u1[::1], i8[::1], i8[::1], u1[::1])"),
+    ("lawtap.analyzers.rtp", "_rtp_headers", "b1(u1[::1], i8[::1], i8[::1], i8[:,::1])"),
+    ("lawtap.analyzers.rtp", "_assign_streams", "void(i8[:,::1], i8[::1], i8, i8[::1], i8[::1])"),
+    ("lawtap.analyzers.rtp", "_stream_run",
+     "Tuple((i8[:,::1], u1[::1]))(u1[::1], i8[:,::1], f8[::1], i8[::1], i8[::1], i8[::1], i8[::1], i8[::1], f8[::1],"
+     " i8[::1], i8[::1], i8)"),
+    ("lawtap.analyzers.rtp", "_place_packets", "i8(i8[::1], i8[::1], i8, i8, i8[::1])"),
+    ("lawtap.analyzers.rtp", "_scatter_samples", "void(i2[::1], i8[::1], i8[::1], i2[::1])"),
 )
 # Sources the compiled module depends on (the kernels, their helpers and constants).
-SOURCES = ("jit.py", "aot.py", "decode/kernel.py", "flows/table.py", "sources/pcap.py", "sources/pcapng.py")
+SOURCES = ("jit.py", "aot.py", "decode/kernel.py", "flows/table.py", "sources/pcap.py", "sources/pcapng.py",
+           "streams/dispatch.py", "analyzers/dns_scan.py", "analyzers/rtp.py")
 
-_DTYPES = {"u1": np.uint8, "i1": np.int8, "i4": np.int32, "i8": np.int64, "u8": np.uint64, "b1": np.bool_, "f8": np.float64}
+_DTYPES = {"u1": np.uint8, "i1": np.int8, "i2": np.int16, "i4": np.int32, "i8": np.int64, "u8": np.uint64, "b1": np.bool_, "f8": np.float64}
 _ARRAY = re.compile(r"^(\w\w)\[([:, ]*)(::1)?\]$")
 
 
@@ -91,7 +105,12 @@ def exported_name(module: str, function: str) -> str:
 
 def _arg_checks(signature: str) -> list[Callable[[Any], bool]]:
     """One predicate per argument of ``signature`` (a numba signature string, flat types only)."""
-    inner = signature[signature.index("(", signature.index(")") if signature.startswith("UniTuple") else 0) + 1 : -1]
+    depth = 0
+    for start in range(len(signature) - 1, -1, -1):  # the last parenthesized group: the arguments
+        depth += {")": 1, "(": -1}.get(signature[start], 0)
+        if depth == 0:
+            break
+    inner = signature[start + 1 : -1]
     args = [a.strip() for a in re.split(r",(?![^\[]*\])", inner)]
     checks: list[Callable[[Any], bool]] = []
     for a in args:
@@ -213,7 +232,7 @@ def build(out_dir: Path | None = None, verbose: bool = True) -> Path:
         if old != target:
             old.unlink(missing_ok=True)
     if verbose:
-        print(f"lawtap: compiled {len(EXPORTS)} packet-path kernels in {time.perf_counter() - t0:.0f} s -> {target}")
+        print(f"lawtap: compiled {len(EXPORTS)} kernels in {time.perf_counter() - t0:.0f} s -> {target}")
     return target
 
 
