@@ -118,3 +118,27 @@ def test_a_failed_lane_fails_the_run_and_marks_the_case_incomplete(tmp_path: Pat
     meta = json.loads((tmp_path / "case" / "case.json").read_text())
     assert meta["complete"] is False
     assert pq.read_table(tmp_path / "case" / "conn.parquet").num_rows > 0
+
+
+def test_a_run_that_cannot_open_its_case_stops_the_lane(tmp_path: Path, monkeypatch) -> None:
+    """The lane's process starts before the case is opened (its start-up overlaps the main
+    process's); when the case cannot be opened, it is stopped, not left behind."""
+    from lawtap.generate import generate_capture
+    from lawtap.streams import lane as lane_module
+
+    cap = tmp_path / "mix.pcap"
+    generate_capture(cap, 3, 100)
+    case = tmp_path / "case"
+    run_analysis([open_capture(cap)], case, progress=False)  # a case is there now
+    closed = []
+    real_close = lane_module.RemoteLane.close
+
+    def close(self):
+        closed.append(self._proc)
+        real_close(self)
+
+    monkeypatch.setattr(lane_module.RemoteLane, "close", close)
+    monkeypatch.setenv("LAWTAP_LANE", "1")
+    with pytest.raises(LawtapError):
+        run_analysis([open_capture(cap)], case, progress=False)  # no overwrite
+    assert len(closed) == 1 and closed[0].poll() is not None

@@ -269,15 +269,12 @@ class Analyzer:
                     yield "identity", rb
         self.stats.peak_flows = self.engine.peak_flows
 
-    def start_lane(self, paths: list[Path]) -> None:
-        """Share the flows with a second process (:mod:`lawtap.streams.lane`), which reads the
-        capture files ``paths`` (the run's sources, in order) itself and analyzes the UDP flows,
-        DNS and SIP; its records reach :meth:`process` as it sends them."""
-        if self.dispatcher is None or self.lane is not None:
-            return
-        from lawtap.streams.lane import RemoteLane
-
-        self.lane = RemoteLane(self.engine.salt, [str(p) for p in paths], self.artifacts.root, self.dpi)
+    def use_lane(self, lane) -> None:
+        """Share the flows with a second process (:class:`lawtap.streams.lane.RemoteLane`), which
+        reads the same capture files itself and analyzes the UDP flows, DNS and SIP; its records
+        reach :meth:`process` as it sends them."""
+        assert self.dispatcher is not None and self.lane is None
+        self.lane = lane
         self.dispatcher.role = "main"
         self.engine.conn_owned = self.dispatcher.conn_rows_owned
 
@@ -435,17 +432,27 @@ def run_analysis(
         for i, s in enumerate(sources)
     ]
     paths = [Path(s.path) for s in sources if getattr(s, "path", None)]
-    analyzer = Analyzer(run_salt(paths), [info.path for info in infos], classify=classify,
-                        analyzers=analyzers, artifact_root=Path(case_dir) if extract else None)
+    salt = run_salt(paths)
     total = sum(int(getattr(s, "size", 0) or 0) for s in sources)
-    writer = CaseWriter(case_dir, json_logs, sources=infos, command=command, overwrite=overwrite)
+    artifact_root = Path(case_dir) if extract else None
+    lane = None
+    if analyzers and paths and len(paths) == len(sources):  # files only (live captures stay in one process)
+        from lawtap.streams.lane import RemoteLane, lane_wanted
+
+        if lane_wanted(total):  # started first: its start-up overlaps this process's
+            lane = RemoteLane(salt, [str(p) for p in paths], artifact_root, dpi)
+    try:
+        analyzer = Analyzer(salt, [info.path for info in infos], classify=classify, analyzers=analyzers,
+                            artifact_root=artifact_root)
+        writer = CaseWriter(case_dir, json_logs, sources=infos, command=command, overwrite=overwrite)
+    except BaseException:
+        if lane is not None:
+            lane.close()
+        raise
+    if lane is not None:
+        analyzer.use_lane(lane)
     interrupted = failed = False
     try:
-        if analyzers and paths and len(paths) == len(sources):  # files only (live captures stay in one process)
-            from lawtap.streams.lane import lane_wanted
-
-            if lane_wanted(total):
-                analyzer.start_lane(paths)
         with Progress(total, enabled=progress) as bar:
             try:
                 for batch, decoded in read_ahead(sources, analyzer):
