@@ -114,9 +114,9 @@ def test_analyze_query_export_roundtrip(tmp_path: Path) -> None:
     assert_one_line_error(run("export", str(case), "--uid", "Cnosuchuid", "-w", str(tmp_path / "x.pcap")), "Cnosuchuid")
 
 
-@pytest.mark.parametrize("lane", ["0", "1"], ids=["one-process", "dns-lane"])
+@pytest.mark.parametrize("lane", ["0", "1"], ids=["one-process", "lane"])
 def test_ctrl_c_leaves_a_complete_case(tmp_path: Path, lane: str) -> None:
-    """Also with the DNS lane's second process, which must neither hang nor lose its records."""
+    """Also with the lane's second process, which must neither hang nor lose its records."""
     from lawtap.generate import generate_capture
 
     cap = tmp_path / "big.pcap"

@@ -15,7 +15,7 @@ def sigint_deferred() -> Iterator[None]:
 
     Why: a KeyboardInterrupt between writing a Parquet row group and its JSON lines (or half
     way through closing) would leave files that disagree or lack a footer, and one half way
-    through a message to the DNS lane's process would break its framing for good. Only the main
+    through a message to the lane's process would break its framing for good. Only the main
     thread can install signal handlers; elsewhere the block simply runs.
     """
     in_main = threading.current_thread() is threading.main_thread()
