@@ -3,7 +3,7 @@
 No ``audioop`` (removed from Python 3.13): the two 256-entry expansion tables are computed from
 the ITU-T G.711 expansion rules (the same reconstruction values as the ITU G.191 reference code,
 Sun's public-domain ``g711.c`` and SoX's ``lsx_ulaw2linear16`` / ``lsx_alaw2linear16`` tables),
-and decoding a payload is one ``take`` on a ``uint8`` view of the bytes.
+and decoding a payload is two ``bytes.translate`` passes through them (see :func:`_expand`).
 
 * µ-law: 14-bit linear values scaled to 16 bits (range -32124..32124, multiples of 4);
   0xFF and 0x7F both decode to 0.
@@ -60,26 +60,44 @@ def _u8(data: bytes | bytearray | memoryview | np.ndarray) -> np.ndarray:
     return np.frombuffer(data, dtype=np.uint8)
 
 
-# ``table.take(codes)`` rather than ``table[codes]``: the same array, about 3x faster (numpy's
-# fancy indexing has a slower generic path for small integer index types).
+def _byte_planes(table: np.ndarray) -> tuple[bytes, bytes]:
+    """The low and the high byte of each code's little-endian sample, as ``bytes.translate``
+    tables."""
+    le = table.astype("<i2").view(np.uint8)
+    return le[0::2].tobytes(), le[1::2].tobytes()
+
+
+_PLANES = {name: _byte_planes(table) for name, table in _TABLES.items()}
+
+
+def _expand(data: bytes | bytearray | memoryview | np.ndarray, planes: tuple[bytes, bytes]) -> np.ndarray:
+    """Decode with two ``bytes.translate`` passes (the samples' low and high bytes) written
+    interleaved: about three times faster than a numpy lookup (``take`` or fancy indexing),
+    which first widens every code to a 64-bit index."""
+    raw = data if isinstance(data, (bytes, bytearray)) else _u8(data).tobytes()
+    out = np.empty(len(raw), dtype="<i2")
+    halves = out.view(np.uint8)
+    halves[0::2] = np.frombuffer(raw.translate(planes[0]), dtype=np.uint8)
+    halves[1::2] = np.frombuffer(raw.translate(planes[1]), dtype=np.uint8)
+    return out.astype(np.int16, copy=False)
 
 
 def decode_ulaw(data: bytes | bytearray | memoryview | np.ndarray) -> np.ndarray:
     """µ-law bytes -> int16 samples."""
-    return ULAW_TO_LINEAR.take(_u8(data))
+    return _expand(data, _PLANES["PCMU"])
 
 
 def decode_alaw(data: bytes | bytearray | memoryview | np.ndarray) -> np.ndarray:
     """A-law bytes -> int16 samples."""
-    return ALAW_TO_LINEAR.take(_u8(data))
+    return _expand(data, _PLANES["PCMA"])
 
 
 def decode(data: bytes | bytearray | memoryview | np.ndarray, codec: str) -> np.ndarray:
     """Decode ``codec`` ("PCMU" or "PCMA", case-insensitive) bytes to int16 samples."""
-    table = _TABLES.get(codec.upper())
-    if table is None:
+    planes = _PLANES.get(codec.upper())
+    if planes is None:
         raise ValueError(f"not a G.711 codec: {codec!r}")
-    return table.take(_u8(data))
+    return _expand(data, planes)
 
 
 def is_g711(codec: str | None) -> bool:
