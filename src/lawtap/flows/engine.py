@@ -489,12 +489,16 @@ class FlowEngine:
             codes[tun == kind] = code(name)
         known = self.known_services
         by_kernel = (tun == 0) & (kernel_svc != 0)
-        if known is None:
-            for svc, name in ft.SERVICE_NAMES.items():
-                codes[by_kernel & (kernel_svc == svc)] = code(name)
-            rest = np.flatnonzero((tun == 0) & (kernel_svc == 0))
-        else:  # the stream dispatcher already classified these flows
-            rest = np.flatnonzero(tun == 0)
+        for svc, name in ft.SERVICE_NAMES.items():
+            codes[by_kernel & (kernel_svc == svc)] = code(name)
+        rest = np.flatnonzero((tun == 0) & (kernel_svc == 0))
+        if known:  # the stream dispatcher classified the rest; it holds a kernel-named flow only
+            # when the flow's name changed (a data channel announced elsewhere claimed it)
+            k = np.flatnonzero(by_kernel)
+            hit = k[np.isin(fids[k], np.fromiter(known, dtype=np.int64, count=len(known)))]
+            for r, fid in zip(hit.tolist(), fids[hit].tolist()):
+                svc = known.pop(fid)
+                codes[r] = code(svc) if svc else -1
         pop = self.samples.pop
         if self.samples:  # samples of flows that need no DPI (rare: most never kept any)
             done = fids[(tun != 0) | by_kernel] if known is None else fids[tun != 0]

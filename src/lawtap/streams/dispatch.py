@@ -111,7 +111,9 @@ class StreamDispatcher:
         # Data connections announced by control connections (FTP PORT/PASV, IRC DCC, TFTP):
         # a new flow matching one goes straight to the channel's analyzer, without DPI.
         self.channels: list = []
-        self.services: dict[int, str] = {}  # fid -> DPI's answer, for conn.service
+        # fid -> DPI's answer, for conn.service (flows the flow kernel named have its name,
+        # unless a data channel claimed them)
+        self.services: dict[int, str] = {}
         # role "main" or "lane": this process analyzes only its share of the flows (see
         # LANE_TCP_SERVICES); None: every flow. lane_owned marks, by flow id, the lane's flows
         # that are not UDP (UDP flows are the lane's anyway), for conn_rows_owned.
@@ -238,8 +240,7 @@ class StreamDispatcher:
                     # Named by the flow kernel (DNS): no DPI, no pending copies, straight in.
                     name = flow.kernel_service = SERVICE_NAMES.get(kernel_svc[a], "")
                     cls = self.registry.get(name)
-                    if cls is not None:
-                        self.services[fid] = name
+                    if cls is not None:  # (conn.service: the engine has the kernel's name)
                         self._start(fid, flow, cls)
             k = a
             # Undecided flows go packet by packet until DPI names them (or gives up).
@@ -344,11 +345,7 @@ class StreamDispatcher:
                     joining = [f for f in joining if f in keep]
                     self.lane_owned[np.array(self.kept_from_lane, dtype=np.int64)] = 0
                 if joining:
-                    joined = np.array(joining, dtype=np.int64)
-                    state[joined] = IN_LANE
-                    for fid, svc in zip(joined.tolist(), PS[rows[np.isin(fids[firsts], joined)]].tolist()):
-                        if svc:
-                            self.services[fid] = SERVICE_NAMES[svc]
+                    state[np.array(joining, dtype=np.int64)] = IN_LANE
         if self.role == "main":
             in_lane = state[fids] == IN_LANE
             if in_lane.any():
@@ -386,12 +383,9 @@ class StreamDispatcher:
 
     def _join_dns(self, rows: np.ndarray, PF: np.ndarray, PD: np.ndarray, PS: np.ndarray, A: np.ndarray,
                   D: np.ndarray) -> None:
-        """The flows whose first packets are ``rows`` go to :attr:`dns_flows` from now on."""
-        fids = PF[rows]
-        self.state[fids] = IN_DNS_SET
-        services = self.services
-        for fid, svc in zip(fids.tolist(), PS[rows].tolist()):
-            services[fid] = SERVICE_NAMES[svc]
+        """The flows whose first packets are ``rows`` go to :attr:`dns_flows` from now on (their
+        conn.service is the flow kernel's name, which the engine has)."""
+        self.state[PF[rows]] = IN_DNS_SET
 
     def _uids(self, fids: np.ndarray) -> list[str]:
         return self.uids_of(fids) if self.uids_of is not None else [self.uid_of(f) for f in fids.tolist()]
