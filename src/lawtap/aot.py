@@ -50,7 +50,7 @@ EXPORTS: tuple[tuple[str, str, str], ...] = (
     ("lawtap.flows.table", "uid_chars", "void(i8[::1], u8, u8, u1, u1[::1], u1[:,::1])"),
     ("lawtap.flows.table", "address_chars", "i8(u8[::1], u8[::1], i4[::1], u1[::1])"),
     # With every analyzer on: the analyzers' hot kernels, so that a run imports no numba at all.
-    ("lawtap.streams.dispatch", "gather_payloads", "void(u1[::1], i8[::1], i8[::1], u1[::1])"),
+    ("lawtap.streams.gather", "gather_payloads", "void(u1[::1], i8[::1], i8[::1], u1[::1])"),
     ("lawtap.analyzers.dns_scan", "scan",
      "UniTuple(i8, 3)(u1[::1], i8[::1], i8[::1], i8[:,::1], u1[::1], u1[::1], i8[::1], i8[::1], u1[::1])"),
     ("lawtap.analyzers.rtp", "_rtp_headers", "b1(u1[::1], i8[::1], i8[::1], i8[:,::1])"),
@@ -63,7 +63,7 @@ EXPORTS: tuple[tuple[str, str, str], ...] = (
 )
 # Sources the compiled module depends on (the kernels, their helpers and constants).
 SOURCES = ("jit.py", "aot.py", "decode/kernel.py", "flows/table.py", "sources/pcap.py", "sources/pcapng.py",
-           "streams/dispatch.py", "analyzers/dns_scan.py", "analyzers/rtp.py")
+           "streams/gather.py", "analyzers/dns_scan.py", "analyzers/rtp.py")
 
 _DTYPES = {"u1": np.uint8, "i1": np.int8, "i2": np.int16, "i4": np.int32, "i8": np.int64, "u8": np.uint64, "b1": np.bool_, "f8": np.float64}
 _ARRAY = re.compile(r"^(\w\w)\[([:, ]*)(::1)?\]$")

@@ -31,7 +31,7 @@ from lawtap.analyzers.base import ConnInfo, FileObject, StreamAnalyzer
 from lawtap.decode import kernel as dk
 from lawtap.flows.engine import address_strings, address_text
 from lawtap.flows.table import SERVICE_NAMES
-from lawtap.jit import njit
+from lawtap.streams.gather import gather_payloads
 from lawtap.streams.reassembly import Data, Gap, TcpStream
 
 # IN_LANE: analyzed by the lane's process; IN_DNS_SET: one of the UDP DNS flows of DnsFlows
@@ -75,18 +75,6 @@ def _group_by_flow(idx: np.ndarray, fids: np.ndarray) -> np.ndarray:
     rank = np.empty(len(uniq), dtype=np.int64)
     rank[np.argsort(first, kind="stable")] = np.arange(len(uniq))
     return idx[np.argsort(rank[inverse], kind="stable")]
-
-
-@njit(cache=True, nogil=True)
-def gather_payloads(data, offs, lens, out):
-    """Copy ``data[offs[k]:offs[k] + lens[k]]`` for every k, back to back, into ``out``."""
-    p = 0
-    for k in range(offs.shape[0]):
-        n = lens[k]
-        o = offs[k]
-        for j in range(n):
-            out[p + j] = data[o + j]
-        p += n
 
 
 class StreamDispatcher:
