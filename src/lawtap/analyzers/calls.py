@@ -49,7 +49,7 @@ import pyarrow as pa
 
 from lawtap.analyzers import g711
 from lawtap.analyzers.base import COMMON_FIELDS, ConnInfo, FileObject
-from lawtap.analyzers.rtp import safe_name, stream_pcm
+from lawtap.analyzers.rtp import AudioPackets, safe_name, stream_pcm
 from lawtap.analyzers.sdp import codec_name, parse_sdp
 from lawtap.analyzers.sip import SipMessage, addr_uri, header_tag, sdp_body, strip_tag
 
@@ -113,7 +113,7 @@ class MediaBinding:
 class _Audio:
     sender: str
     first_arrival: float
-    packets: list[tuple[int, int, bytes, str]] = field(default_factory=list)
+    packets: AudioPackets = field(default_factory=AudioPackets)
     # sequence/timestamp unwrapping
     max_seq: int = -1
     cycles: int = 0
@@ -405,7 +405,7 @@ class CallTracker:
             call.audio_truncated = True
             self.weirds.append(("call_audio_truncated", f"{call.call_id}: stereo WAV limited to {MAX_CALL_AUDIO_BYTES} bytes", call.conn))
             return b
-        a.packets.append((ext_seq, a.ts_ext, bytes(pkt.payload), codec.upper()))
+        a.packets.append(ext_seq, a.ts_ext, bytes(pkt.payload), codec.upper())
         call.audio_bytes += len(pkt.payload)
         return b
 

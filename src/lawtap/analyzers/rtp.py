@@ -42,11 +42,10 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
-import itertools
 import re
 import struct
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,6 +57,7 @@ from lawtap.analyzers.base import COMMON_FIELDS, ConnInfo, FileObject, StreamAna
 from lawtap.analyzers.sdp import clock_rate as _clock_rate
 from lawtap.analyzers.sdp import codec_name as _codec_name
 from lawtap.jit import njit
+from lawtap.streams.gather import gather_payloads
 
 TS = pa.timestamp("us", tz="UTC")
 
@@ -201,6 +201,80 @@ def _seq_delta(a: int, b: int) -> int:
 # ---- per-stream state ----
 
 
+_KIND_OF_CODEC = {"PCMU": 1, "PCMA": 2}  # codec name -> its code in _G711_KINDS
+
+
+class AudioPackets:
+    """G.711 packets kept for a WAV -- (extended sequence number, extended RTP timestamp,
+    payload, codec) -- column by column.
+
+    Why: a call's audio is tens of thousands of packets per stream, and turning each into a
+    tuple (and back into arrays in :func:`stream_pcm`) cost more than decoding them. The batch
+    path adds whole runs as arrays (:meth:`add_run`); the per-packet path adds one packet at a
+    time (:meth:`append`), gathered into a run when the columns are read. Iterating gives the
+    packets as tuples (tests compare the two paths that way).
+    """
+
+    __slots__ = ("_runs", "_loose", "count")
+
+    def __init__(self) -> None:
+        # (seqs, stamps, lengths, payloads back to back, codec codes), int64 arrays but the
+        # payloads (uint8) and codes (int8)
+        self._runs: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
+        self._loose: list[tuple[int, int, bytes, str]] = []
+        self.count = 0
+
+    def __len__(self) -> int:
+        return self.count
+
+    def append(self, seq: int, stamp: int, payload: bytes, codec: str) -> None:
+        self._loose.append((seq, stamp, payload, codec))
+        self.count += 1
+
+    def add_run(self, seqs: np.ndarray, stamps: np.ndarray, lens: np.ndarray, payloads: np.ndarray,
+                kinds: np.ndarray) -> None:
+        """Packets with these columns (``payloads``: theirs, back to back)."""
+        if not len(seqs):
+            return
+        self._seal()
+        self._runs.append((seqs, stamps, lens, payloads, kinds.astype(np.int8, copy=False)))
+        self.count += len(seqs)
+
+    def _seal(self) -> None:
+        if not self._loose:
+            return
+        seqs, stamps, payloads, codecs = zip(*self._loose)
+        self._loose = []
+        self._runs.append((np.array(seqs, dtype=np.int64), np.array(stamps, dtype=np.int64),
+                           np.fromiter(map(len, payloads), dtype=np.int64, count=len(payloads)),
+                           np.frombuffer(bytearray(b"".join(payloads)), dtype=np.uint8),  # (writable)
+                           np.array([_KIND_OF_CODEC[c] for c in codecs], dtype=np.int8)))
+
+    def columns(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(seqs, stamps, lengths, payloads back to back, codec codes) of every packet, in order."""
+        self._seal()
+        if not self._runs:
+            return (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64),
+                    np.zeros(0, dtype=np.uint8), np.zeros(0, dtype=np.int8))
+        if len(self._runs) > 1:
+            self._runs = [tuple(np.concatenate(cols) for cols in zip(*self._runs))]  # type: ignore[list-item]
+        return self._runs[0]
+
+    def __iter__(self):
+        seqs, stamps, lens, payloads, kinds = self.columns()
+        raw = payloads.tobytes()
+        ends = np.cumsum(lens).tolist()
+        for seq, stamp, end, n, kind in zip(seqs.tolist(), stamps.tolist(), ends, lens.tolist(), kinds.tolist()):
+            yield seq, stamp, raw[end - n : end], _G711_KINDS[kind]
+
+    @classmethod
+    def of(cls, packets: Iterable[tuple[int, int, bytes, str]]) -> AudioPackets:
+        out = cls()
+        for seq, stamp, payload, codec in packets:
+            out.append(seq, stamp, payload, codec.upper())
+        return out
+
+
 class RtpStream:
     """Statistics and audio of one SSRC in one direction of a flow."""
 
@@ -233,7 +307,7 @@ class RtpStream:
         self._pcm_codec: str | None = None
         self.g711_packets = 0
         self.g711_codec: str | None = None
-        self.audio: list[tuple[int, int, bytes, str]] = []  # (ext seq, ext ts, payload, codec)
+        self.audio = AudioPackets()
         self.audio_bytes = 0
         self.audio_truncated = False
         self.call_id: str | None = None
@@ -280,7 +354,7 @@ class RtpStream:
                 if self.audio_bytes + len(pkt.payload) > MAX_AUDIO_BYTES:
                     self.audio_truncated = True
                 else:
-                    self.audio.append((ext_seq, self.ts_ext, pkt.payload, codec))
+                    self.audio.append(ext_seq, self.ts_ext, pkt.payload, codec)
                     self.audio_bytes += len(pkt.payload)
 
     def _flush_pcm(self) -> None:
@@ -387,7 +461,7 @@ class RtpStream:
         }
 
 
-def stream_pcm(packets: list[tuple[int, int, bytes, str]], rate: int = g711.SAMPLE_RATE) -> np.ndarray:
+def stream_pcm(packets: AudioPackets | Iterable[tuple[int, int, bytes, str]], rate: int = g711.SAMPLE_RATE) -> np.ndarray:
     """Decode G.711 packets (ext seq, ext RTP ts, payload, codec) into one int16 track.
 
     Sequence order, duplicates dropped; each packet is placed at its RTP timestamp relative to
@@ -395,40 +469,41 @@ def stream_pcm(packets: list[tuple[int, int, bytes, str]], rate: int = g711.SAMP
     :data:`MAX_FILL_SECONDS` each (and, in all, the audio's length or
     :data:`MAX_TOTAL_FILL_SECONDS`); overlapping or backwards timestamps just append.
 
-    Python touches each packet once, to gather its fields into arrays; placement (a sequential
-    recurrence) and the copy of the samples run in a kernel, decoding is one table lookup per
-    run of packets with the same codec (G.711: one sample per byte).
+    Everything runs on the packets' columns (:class:`AudioPackets`): the order is an argsort,
+    placement (a sequential recurrence) and the copy of the samples run in kernels, decoding is
+    one lookup per run of packets with the same codec (G.711: one sample per byte).
     """
-    if not packets:
+    if not isinstance(packets, AudioPackets):
+        packets = AudioPackets.of(packets)
+    if not len(packets):
         return np.zeros(0, dtype=np.int16)
-    n = len(packets)
-    # One C-level transpose of the packet tuples, then arrays of each field.
-    seqs, stamps, payloads, codecs = zip(*packets)
-    seq = np.array(seqs, dtype=np.int64)
+    seq, ts, lens, payloads, kinds = packets.columns()
+    n = len(seq)
     if n > 1 and not bool(np.all(seq[1:] > seq[:-1])):  # reordered or duplicated
         order = np.argsort(seq, kind="stable")
         keep = np.ones(n, dtype=np.bool_)
         keep[1:] = seq[order][1:] != seq[order][:-1]  # first of each sequence number, as sorted() kept
-        packets = [packets[i] for i in order[keep].tolist()]
-        n = len(packets)
-        seqs, stamps, payloads, codecs = zip(*packets)
-    ts = np.array(stamps, dtype=np.int64)
-    lens = np.fromiter(map(len, payloads), dtype=np.int64, count=n)
+        order = order[keep]
+        starts_in = np.zeros(n, dtype=np.int64)
+        np.cumsum(lens[:-1], out=starts_in[1:])
+        ts, lens, kinds = ts[order], lens[order], kinds[order]
+        moved = np.empty(int(lens.sum()), dtype=np.uint8)
+        gather_payloads(np.ascontiguousarray(payloads), np.ascontiguousarray(starts_in[order]), lens, moved)
+        payloads = moved
+        n = len(order)
     max_fill = int(MAX_FILL_SECONDS * rate)
     # All the silence inserted stays below the audio's own length or 10 minutes (bogus
     # timestamps must not make a huge file).
     fill_budget = max(int(lens.sum()), int(MAX_TOTAL_FILL_SECONDS * rate))
     starts = np.empty(n, dtype=np.int64)
-    total = _place_packets(ts - ts[0], lens, max_fill, fill_budget, starts)
+    total = _place_packets(np.ascontiguousarray(ts - ts[0]), np.ascontiguousarray(lens), max_fill, fill_budget, starts)
     track = np.zeros(total, dtype=np.int16)
-    if codecs.count(codecs[0]) == n:  # one codec throughout (the usual case): one run
-        runs = [(0, n)]
-    else:
-        bounds = [0] + [k for k in range(1, n) if codecs[k] != codecs[k - 1]] + [n]
-        runs = list(zip(bounds[:-1], bounds[1:]))
-    for i, j in runs:
-        samples = g711.decode(b"".join(payloads[i:j]), codecs[i])
-        _scatter_samples(track, starts[i:j], lens[i:j], samples)
+    bounds = [0, *(np.flatnonzero(kinds[1:] != kinds[:-1]) + 1).tolist(), n]
+    ends = np.cumsum(lens)
+    for i, j in zip(bounds, bounds[1:]):
+        lo = int(ends[i - 1]) if i else 0
+        samples = g711.decode(payloads[lo : int(ends[j - 1])], _G711_KINDS[int(kinds[i])])
+        _scatter_samples(track, starts[i:j], np.ascontiguousarray(lens[i:j]), samples)
     return track
 
 
@@ -811,16 +886,9 @@ def _shared_tables(codecs: dict | None) -> tuple[np.ndarray, np.ndarray, bool]:
     return hit
 
 
-def _codec_names(codes: list[int]) -> Any:
-    """"PCMU"/"PCMA" for each G.711 kind code."""
-    if codes and codes.count(codes[0]) == len(codes):
-        return itertools.repeat(_G711_KINDS[codes[0]], len(codes))
-    return [_G711_KINDS[c] for c in codes]
-
-
-def _pick(out: np.ndarray, sel: np.ndarray | None, *rows: int) -> list[list]:
-    """Rows of a run's per-packet output, at positions ``sel`` (None: all), as lists."""
-    return [(out[r] if sel is None else out[r][sel]).tolist() for r in rows]
+def _row(out: np.ndarray, sel: np.ndarray | None, r: int) -> np.ndarray:
+    """Row ``r`` of a run's per-packet output, at positions ``sel`` (None: all)."""
+    return out[r] if sel is None else out[r][sel]
 
 
 def _rows_equal(out: np.ndarray, sel: np.ndarray | None) -> bool:
@@ -832,20 +900,12 @@ def _rows_equal(out: np.ndarray, sel: np.ndarray | None) -> bool:
     return bool(np.array_equal(a, b))
 
 
-def _split(blob: np.ndarray, lens: np.ndarray) -> Sequence[bytes]:
-    """``blob`` cut into consecutive bytes objects of ``lens`` (one struct.unpack: no Python
-    loop per payload)."""
-    n = len(lens)
-    if not n:
-        return ()
-    cuts = np.flatnonzero(lens[1:] != lens[:-1]) + 1
-    if len(cuts) > n // 8:
-        bb = blob.tobytes()
-        ends = np.cumsum(lens).tolist()
-        return [bb[x - ln : x] for x, ln in zip(ends, lens.tolist())]
-    bounds = [0, *cuts.tolist(), n]
-    fmt = "<" + "".join(f"{int(lens[a])}s" * (b - a) for a, b in zip(bounds, bounds[1:]))
-    return struct.unpack(fmt, blob)
+def _select_payloads(blob: np.ndarray, lens: np.ndarray, pick: np.ndarray) -> np.ndarray:
+    """Payloads ``pick`` of the back-to-back ``blob`` (payload k ``lens[k]`` long), back to back."""
+    starts = np.cumsum(lens) - lens
+    out = np.empty(int(lens[pick].sum()), dtype=np.uint8)
+    gather_payloads(blob, np.ascontiguousarray(starts[pick]), np.ascontiguousarray(lens[pick]), out)
+    return out
 
 
 def _same(a: np.ndarray | None, b: np.ndarray | None) -> bool:
@@ -1193,8 +1253,8 @@ class RtpAnalyzer(StreamAnalyzer):
         g = int(S[_S_G711])
         kept = int(S[_S_KEPT])
         t_count = int(S[_S_T_COUNT])
-        objs: Sequence[bytes] = ()  # payload of each G.711 packet
         gsel = None  # positions of the G.711 packets in the run (None: all)
+        glen = None
         if g:
             st.g711_packets += g
             if g == m:
@@ -1205,20 +1265,19 @@ class RtpAnalyzer(StreamAnalyzer):
             if st.g711_codec is None:
                 st.g711_codec = _G711_KINDS[int(gk[0])]
             _pcm_feed(st, blob, gk, gend)
-            if kept or t_count:
-                objs = _split(blob, glen)
-        rows: list[tuple] = []
+        kept_cols = None  # the kept packets' AudioPackets columns
         ksel = None
         if kept:
+            assert glen is not None
             if kept == g:
-                ksel, kobjs = gsel, objs
+                ksel, kblob, klen = gsel, blob, glen
             else:
                 kg = out[_O_KEEP] if gsel is None else out[_O_KEEP][gsel]  # kept among the G.711 packets
                 kpos = np.flatnonzero(kg)
                 ksel = kpos if gsel is None else gsel[kpos]
-                kobjs = [objs[i] for i in kpos.tolist()]
-            rows = list(zip(*_pick(out, ksel, _O_EXT, _O_TS_EXT), kobjs, _codec_names(_pick(out, ksel, _O_KIND)[0])))
-            st.audio.extend(rows)
+                kblob, klen = _select_payloads(blob, glen, kpos), glen[kpos]
+            kept_cols = (_row(out, ksel, _O_EXT), _row(out, ksel, _O_TS_EXT), klen, kblob, _row(out, ksel, _O_KIND))
+            st.audio.add_run(*kept_cols)
         # -- call tracker --
         if ti is None:
             return None
@@ -1230,22 +1289,27 @@ class RtpAnalyzer(StreamAnalyzer):
         if not t_count:
             return None
         tsel = None if t_count == m else np.flatnonzero(out[_O_TKIND])
-        if kept and t_count == kept and _same(ksel, tsel) and _rows_equal(out, tsel):
-            trows = rows  # the same (seq, ts, payload, codec) values: share the tuples
+        if kept_cols is not None and t_count == kept and _same(ksel, tsel) and _rows_equal(out, tsel):
+            tracker_cols = kept_cols  # the same (seq, ts, payload, codec) values: share the columns
         else:
-            if t_count == g and _same(gsel, tsel):
-                tobjs = objs
-            else:
-                gpos = np.cumsum(out[_O_KIND] > 0) - 1
-                tobjs = []
+            if glen is not None and t_count == g and _same(gsel, tsel):
+                tblob, tlen = blob, glen
+            else:  # G.711 payloads come from blob, the others (for the tracker's codecs) from the batch
+                gends = np.cumsum(out[_O_KIND] > 0)
+                goffs = np.cumsum(glen) if glen is not None else None
+                pieces = []
                 for k in (range(m) if tsel is None else tsel.tolist()):
                     if out[_O_KIND, k]:
-                        tobjs.append(objs[int(gpos[k])])
+                        assert goffs is not None
+                        e = int(goffs[int(gends[k]) - 1])
+                        pieces.append(blob[e - int(out[_O_LEN, k]) : e].tobytes())
                     else:
                         i = int(idx[k])
                         o = int(H[_H_OFF, i])
-                        tobjs.append(bytes(bt.mv[o : o + int(H[_H_LEN, i])]))
-            trows = list(zip(*_pick(out, tsel, _O_TSEQ, _O_TTS), tobjs, _codec_names(_pick(out, tsel, _O_TKIND)[0])))
+                        pieces.append(bytes(bt.mv[o : o + int(H[_H_LEN, i])]))
+                tlen = np.fromiter(map(len, pieces), dtype=np.int64, count=len(pieces))
+                tblob = np.frombuffer(bytearray(b"".join(pieces)), dtype=np.uint8)
+            tracker_cols = (_row(out, tsel, _O_TSEQ), _row(out, tsel, _O_TTS), tlen, tblob, _row(out, tsel, _O_TKIND))
         call.audio_bytes += int(S[_S_T_BYTES])
         if audio is None:
             first = int(S[_S_T_FIRST])
@@ -1257,7 +1321,7 @@ class RtpAnalyzer(StreamAnalyzer):
         audio.cycles = int(S[_S_T_CYCLES])
         audio.last_ts = int(S[_S_T_LAST_TS])
         audio.ts_ext = int(S[_S_T_TS_EXT])
-        audio.packets.extend(trows)
+        audio.packets.add_run(*tracker_cols)
         return created
 
     # -- internals --
