@@ -120,6 +120,19 @@ class TestG711:
         assert g711.is_g711("pcma") and not g711.is_g711("G729") and not g711.is_g711(None)
 
     @pytest.mark.parametrize("codec", ["PCMU", "PCMA"])
+    def test_every_input_kind_decodes_alike(self, codec):
+        """The kernel (writable uint8 arrays) and bytes.translate (anything else) paths agree
+        with the tables on every code word."""
+        data = bytes(range(256)) + bytes(np.random.default_rng(3).integers(0, 256, 5000, dtype=np.uint8))
+        table = g711.ULAW_TO_LINEAR if codec == "PCMU" else g711.ALAW_TO_LINEAR
+        expected = table[np.frombuffer(data, dtype=np.uint8)]
+        kinds = [data, bytearray(data), memoryview(data), np.frombuffer(data, dtype=np.uint8),
+                 np.frombuffer(bytearray(data), dtype=np.uint8), np.repeat(np.frombuffer(data, dtype=np.uint8), 2)[::2]]
+        for d in kinds:
+            got = g711.decode(d, codec)
+            assert got.dtype == np.int16 and np.array_equal(got, expected), type(d)
+
+    @pytest.mark.parametrize("codec", ["PCMU", "PCMA"])
     def test_encode_round_trip(self, codec):
         levels = g711.decode(bytes(range(256)), codec)
         assert (g711.decode(g711.encode(levels, codec), codec) == levels).all()

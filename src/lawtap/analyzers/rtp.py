@@ -360,7 +360,8 @@ class RtpStream:
     def _flush_pcm(self) -> None:
         if self._pcm_pending and self._pcm_codec is not None:
             # The samples' own buffer (int16, little-endian: the bytes g711.pcm_bytes gives).
-            self.pcm_hash.update(np.ascontiguousarray(g711.decode(bytes(self._pcm_pending), self._pcm_codec), dtype="<i2"))
+            codes = np.frombuffer(self._pcm_pending, dtype=np.uint8).copy()  # (writable: the kernel path)
+            self.pcm_hash.update(np.ascontiguousarray(g711.decode(codes, self._pcm_codec), dtype="<i2"))
         self._pcm_pending.clear()
 
     def pcm_sha256(self) -> str | None:
