@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from conftest import corpus_root, needs_corpus
@@ -142,3 +143,28 @@ def test_a_run_that_cannot_open_its_case_stops_the_lane(tmp_path: Path, monkeypa
     with pytest.raises(LawtapError):
         run_analysis([open_capture(cap)], case, progress=False)  # no overwrite
     assert len(closed) == 1 and closed[0].poll() is not None
+
+
+def test_the_lanes_records_of_flows_kept_here_are_dropped_and_counted_rows_are() -> None:
+    """A data channel announced in the main process may claim a flow the lane also analyzed
+    (it could not know): the main process drops the lane's rows for it. The lane's conn rows
+    count as flows and its weirds as anomalies of the run."""
+    import pyarrow as pa
+
+    from lawtap.pipeline import Analyzer
+    from lawtap.records import SCHEMAS
+
+    class Lane:  # what Analyzer needs of a RemoteLane here
+        def advance(self) -> None: ...
+
+    an = Analyzer(b"\1" * 32, [], analyzers=True)
+    an.use_lane(Lane())
+    an.dispatcher.kept_from_lane = [7]
+    kept_uid, other_uid = an.engine.uids(np.array([7, 8]))
+    conn = pa.RecordBatch.from_pylist([{"uid": kept_uid}, {"uid": other_uid}], schema=SCHEMAS["conn"])
+    weird = pa.RecordBatch.from_pylist([{"name": "w1", "uid": other_uid}, {"name": "w2", "uid": kept_uid},
+                                        {"name": "w3"}], schema=SCHEMAS["weird"])
+    out = dict(an._lane_records([("conn", conn), ("weird", weird)]))
+    assert out["conn"].column("uid").to_pylist() == [other_uid]
+    assert out["weird"].column("name").to_pylist() == ["w1", "w3"]  # rows without a uid stay
+    assert an.stats.flows == 1 and dict(an.stats.weirds) == {"w1": 1, "w3": 1}
