@@ -163,7 +163,6 @@ def _worker_main(fd: int) -> None:
         from lawtap.cli import _NoPandas
 
         sys.meta_path.insert(0, _NoPandas())
-        os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
         salt, paths, artifact_root, dpi = conn.recv()
         _serve(conn, salt, paths, Path(artifact_root) if artifact_root is not None else None, dpi)
     except BaseException:  # noqa: BLE001 - reported to the main process as one line
