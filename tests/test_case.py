@@ -681,6 +681,12 @@ def test_parallel_digests_equal_hashlib() -> None:
     pending = PendingDigests(objects)
     assert pending.result() == expected and pending.done()
     assert PendingDigests([]).result() == [] and PendingDigests(objects[:2]).done()
+    # A SHA-256 the analyzer computed already (HTTP bodies, for their http record) is taken as
+    # it is, small or big object, not computed again.
+    known = [None, "k1", None, "k3", None, None]
+    got = PendingDigests(objects, known).result()
+    assert [g[2] for g in got] == [k or e[2] for k, e in zip(known, expected)]
+    assert [g[:2] for g in got] == [e[:2] for e in expected]
 
 
 def test_artifact_store_writes_in_background_once_per_object(tmp_path: Path, monkeypatch) -> None:

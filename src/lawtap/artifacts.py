@@ -89,8 +89,8 @@ PARALLEL_BYTES = 1 << 16  # objects at least this big are hashed on the worker t
 _pool: ThreadPoolExecutor | None = None
 
 
-def _digests(data: bytes) -> tuple[str, str, str]:
-    return hashlib.md5(data).hexdigest(), hashlib.sha1(data).hexdigest(), hashlib.sha256(data).hexdigest()
+def _digests(data: bytes, sha256: str | None = None) -> tuple[str, str, str]:
+    return hashlib.md5(data).hexdigest(), hashlib.sha1(data).hexdigest(), sha256 or hashlib.sha256(data).hexdigest()
 
 
 def digests(objects: list[bytes]) -> list[tuple[str, str, str]]:
@@ -111,13 +111,15 @@ class PendingDigests:
     :meth:`done` (in the order they were found).
     """
 
-    def __init__(self, objects: list[bytes]) -> None:
+    def __init__(self, objects: list[bytes], known: list[str | None] | None = None) -> None:
+        """``known``: each object's SHA-256 where its analyzer computed it already (or None)."""
         global _pool
+        known = known or [None] * len(objects)
         big = [i for i, d in enumerate(objects) if len(d) >= PARALLEL_BYTES]
         if big and _pool is None:
             _pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="lawtap-hash")
-        self._futures = {i: _pool.submit(_digests, objects[i]) for i in big} if big else {}
-        self._small = {i: _digests(d) for i, d in enumerate(objects) if i not in self._futures}
+        self._futures = {i: _pool.submit(_digests, objects[i], known[i]) for i in big} if big else {}
+        self._small = {i: _digests(d, known[i]) for i, d in enumerate(objects) if i not in self._futures}
         self._n = len(objects)
 
     def done(self) -> bool:
@@ -134,7 +136,7 @@ def files_batch(items: list[tuple[int, ConnInfo, FileObject]], uids: list[str], 
     given, e.g. by :class:`PendingDigests`)."""
     rows: list[dict[str, Any]] = []
     if hashes is None:
-        hashes = digests([f.data for _, _, f in items])
+        hashes = PendingDigests([f.data for _, _, f in items], [f.sha256 for _, _, f in items]).result()
     for (fid, conn, f), uid, fuid, (md5, sha1, sha256) in zip(items, uids, fuids, hashes):
         data = f.data
         rows.append(

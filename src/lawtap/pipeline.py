@@ -359,7 +359,8 @@ class Analyzer:
             uids = [conn.uid if fid < 0 else u for (fid, conn, _), u in zip(files, uids)]
             fuids = make_uids(self._fuid_salt, np.arange(self._n_files, self._n_files + len(files), dtype=np.int64), prefix="F").to_pylist()
             self._n_files += len(files)
-            self._pending_files.append((files, uids, fuids, PendingDigests([f.data for _, _, f in files])))
+            self._pending_files.append((files, uids, fuids, PendingDigests([f.data for _, _, f in files],
+                                                                                 [f.sha256 for _, _, f in files])))
         # Files records leave in the order their objects were found, once hashed (the run goes
         # on meanwhile); the last ones, and any beyond MAX_PENDING_FILE_BATCHES, are waited for.
         pending = self._pending_files

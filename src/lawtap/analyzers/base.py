@@ -73,6 +73,7 @@ class FileObject:
     total_bytes: int | None = None  # announced size (Content-Length, SIZE reply...) when known
     missing_bytes: int = 0
     meta: dict[str, Any] = field(default_factory=dict)  # e.g. {"http_uri": ..., "email_index": 0}
+    sha256: str | None = None  # the data's SHA-256 when the analyzer computed it already (HTTP)
 
 
 class StreamAnalyzer:

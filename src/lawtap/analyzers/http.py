@@ -1270,8 +1270,8 @@ class HttpAnalyzer(StreamAnalyzer):
             # CONNECT / Upgrade: what the client sends next depends on the answer
             side.state = _WAIT_ANSWER
             side.wait_txn = t
-        files = self._files(side, msg, data, body)
         sha = hashlib.sha256(data).hexdigest() if data else None
+        files = self._files(side, msg, data, body, sha)
         length = body.decoded_len if body is not None else 0
         if msg.is_request:
             t.req_done, t.req_len, t.req_sha, t.req_files = True, length, sha, files
@@ -1279,7 +1279,7 @@ class HttpAnalyzer(StreamAnalyzer):
             t.resp_done, t.resp_len, t.resp_sha, t.resp_files = True, length, sha, files
         self._emit_ready()
 
-    def _files(self, side: _Side, msg: _Msg, data: bytes, body: _Body | None) -> list[FileObject]:
+    def _files(self, side: _Side, msg: _Msg, data: bytes, body: _Body | None, sha: str | None) -> list[FileObject]:
         if body is None or not (data or body.missing):
             return []
         t = msg.txn
@@ -1328,6 +1328,7 @@ class HttpAnalyzer(StreamAnalyzer):
             total_bytes=msg.content_length if identity else None,
             missing_bytes=body.missing,
             meta=meta,
+            sha256=sha,  # (the record's: the files record need not hash it again)
         )
         files = [whole]
         if ctype and ctype.strip().lower().startswith("multipart/") and data:
