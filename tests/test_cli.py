@@ -133,7 +133,7 @@ def test_ctrl_c_leaves_a_complete_case(tmp_path: Path, lane: str) -> None:
     deadline = time.time() + 120
     while time.time() < deadline and not (case / "case.json").exists():
         time.sleep(0.05)
-    time.sleep(1.0)
+    time.sleep(2.0)  # (the whole run takes about 5 s here)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=300)
     assert "Traceback" not in err, err
@@ -143,5 +143,7 @@ def test_ctrl_c_leaves_a_complete_case(tmp_path: Path, lane: str) -> None:
         assert meta["interrupted"] is True
     for name in ("conn", "packets", "weird", "tunnel", "dns"):
         pq.read_table(case / f"{name}.parquet")  # complete, readable files
-    if lane == "1":
+    if lane == "1" and meta["records"]["conn"] > 0:
+        # The run got to its first batch (before that there is nothing to lose), and the lane
+        # analyzed every batch the main process did: the capture has DNS throughout.
         assert meta["records"]["dns"] > 0

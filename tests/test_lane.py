@@ -43,12 +43,22 @@ def _compare(paths: list[Path], tmp_path: Path, monkeypatch) -> dict[str, Counte
     return lane
 
 
-def test_generated_mix_is_the_same_with_the_lane(tmp_path: Path, monkeypatch) -> None:
-    """DNS among HTTP, mail, SIP/RTP, FTP and the rest of the generator's traffic."""
+@pytest.mark.parametrize("compressed", [False, True], ids=["pcap", "gzip"])
+def test_generated_mix_is_the_same_with_the_lane(compressed: bool, tmp_path: Path, monkeypatch) -> None:
+    """DNS among HTTP, mail, SIP/RTP, FTP and the rest of the generator's traffic (also from a
+    gzip file, which the lane decompresses on its own when forced)."""
+    import gzip
+    import shutil
+
     from lawtap.generate import generate_capture
 
     cap = tmp_path / "mix.pcap"
     manifest = generate_capture(cap, 11, 600)
+    if compressed:
+        with open(cap, "rb") as raw, gzip.open(tmp_path / "mix.pcap.gz", "wb") as packed:
+            shutil.copyfileobj(raw, packed)
+        cap.unlink()
+        cap = tmp_path / "mix.pcap.gz"
     assert manifest["protocols"].get("dns", 0) > 0
     tables = _compare([cap], tmp_path, monkeypatch)
     assert sum(tables["dns"].values()) > 50
@@ -89,6 +99,7 @@ def test_small_inputs_stay_in_one_process(monkeypatch) -> None:
 
     monkeypatch.delenv("LAWTAP_LANE", raising=False)
     assert not lane_wanted(LANE_MIN_BYTES - 1)
+    assert not lane_wanted(10 * LANE_MIN_BYTES, compressed=True)
     monkeypatch.setenv("LAWTAP_LANE", "0")
     assert not lane_wanted(10 * LANE_MIN_BYTES)
     monkeypatch.setenv("LAWTAP_LANE", "1")

@@ -440,7 +440,8 @@ def run_analysis(
     if analyzers and paths and len(paths) == len(sources):  # files only (live captures stay in one process)
         from lawtap.streams.lane import RemoteLane, lane_wanted
 
-        if lane_wanted(total):  # started first: its start-up overlaps this process's
+        compressed = any(getattr(s, "compressed", False) for s in sources)
+        if lane_wanted(total, compressed):  # started first: its start-up overlaps this process's
             lane = RemoteLane(salt, [str(p) for p in paths], artifact_root, dpi)
     try:
         analyzer = Analyzer(salt, [info.path for info in infos], classify=classify, analyzers=analyzers,

@@ -43,13 +43,14 @@ from lawtap.signals import sigint_deferred
 LANE_MIN_BYTES = 64 << 20
 
 
-def lane_wanted(total_bytes: int) -> bool:
-    """Whether a run over ``total_bytes`` of captures should use a lane (``LAWTAP_LANE=0|1``
-    forces the choice; tests compare both)."""
+def lane_wanted(total_bytes: int, compressed: bool = False) -> bool:
+    """Whether a run over ``total_bytes`` of capture files should use a lane (``LAWTAP_LANE=0|1``
+    forces the choice; tests compare both). Not for compressed files: the lane would decompress
+    them all over again, which costs about what it saves."""
     forced = os.environ.get("LAWTAP_LANE")
     if forced is not None:
         return forced == "1"
-    return total_bytes >= LANE_MIN_BYTES and (os.cpu_count() or 1) > 1
+    return total_bytes >= LANE_MIN_BYTES and not compressed and (os.cpu_count() or 1) > 1
 
 
 def _pack(batches: list[tuple[str, pa.RecordBatch]]) -> list[tuple[str, bytes]]:
@@ -82,6 +83,7 @@ class RemoteLane:
         self._conn = Connection(ours.detach())
         self._broken: BaseException | None = None
         self._granted = 0
+        self._inbox: list[tuple[str, pa.RecordBatch]] = []  # records received, not yet taken
         self._send((salt, [str(p) for p in paths], str(artifact_root) if artifact_root is not None else None, dpi))
 
     def _send(self, message: tuple) -> None:
@@ -101,27 +103,33 @@ class RemoteLane:
     def _failed(self, why: object) -> LawtapError:
         return LawtapError(f"the lane's analysis process failed: {why}")
 
-    def _receive(self) -> tuple:
+    def _receive(self) -> str:
+        """Take one message: its records join :attr:`_inbox` (inside the deferred-SIGINT block,
+        so a Ctrl-C arriving meanwhile cannot lose them); returns its kind."""
         with sigint_deferred():
             message = self._conn.recv()
+            if message[0] == "records":
+                self._inbox += _unpack(message[1])
         if message[0] == "error":
             raise self._failed(message[1])
-        return message
+        return message[0]
+
+    def _take_inbox(self) -> list[tuple[str, pa.RecordBatch]]:
+        out, self._inbox = self._inbox, []
+        return out
 
     def poll(self) -> list[tuple[str, pa.RecordBatch]]:
         """The records the lane has sent so far (without waiting)."""
-        out: list[tuple[str, pa.RecordBatch]] = []
         try:
             while self._conn.poll(0):
-                out += _unpack(self._receive()[1])
+                self._receive()
         except (OSError, EOFError) as e:
             raise self._failed(f"{e} (exit code {self._wait()})") from None
-        return out
+        return self._take_inbox()
 
     def finish(self) -> list[tuple[str, pa.RecordBatch]]:
         """End the lane after the batches granted; wait for it and return its last records."""
         self._send(("finish", self._granted))
-        out: list[tuple[str, pa.RecordBatch]] = []
         try:
             if self._broken is not None:
                 raise self._broken
@@ -129,16 +137,14 @@ class RemoteLane:
                 while not self._conn.poll(1.0):  # a live worker may need a while; a dead one won't answer
                     if self._proc.poll() is not None and not self._conn.poll(0):
                         raise EOFError("the process ended without an answer")
-                message = self._receive()
-                if message[0] == "done":
+                if self._receive() == "done":
                     break
-                out += _unpack(message[1])
         except (OSError, EOFError) as e:
             raise self._failed(f"{e} (exit code {self._wait()})") from None
         finally:
             self._conn.close()
         self._wait()
-        return out
+        return self._take_inbox()
 
     def _wait(self) -> int | None:
         try:
