@@ -2,7 +2,7 @@
 
 Each comparison runs the real pipeline twice over the same input, once with every analyzer in
 one process (``LAWTAP_LANE=0``) and once with the flows shared with the lane's process
-(``LAWTAP_LANE=1``: UDP, DNS and SIP there, the rest here), and compares every record table as a
+(``LAWTAP_LANE=1``: UDP but DNS, SIP and mail there, the rest here), and compares every record table as a
 multiset of rows (the lane's rows interleave with the main process's, so only their order may
 differ; file ids are counted per process).
 """
@@ -65,11 +65,13 @@ def test_generated_mix_is_the_same_with_the_lane(compressed: bool, tmp_path: Pat
 
 
 @needs_corpus
-@pytest.mark.parametrize("family", ["dns", "voip", "files", "attribution", "mobile", "chat", "misc"])
+@pytest.mark.parametrize("family", ["dns", "voip", "files", "attribution", "mobile", "chat", "misc", "email", "http",
+                                    "tls"])
 def test_corpus_is_the_same_with_the_lane(family: str, tmp_path: Path, monkeypatch) -> None:
     """Each corpus family's captures in one run: DNS over UDP and TCP, mDNS; SIP over UDP and
     TCP with the RTP its SDP announces (calls, WAVs); FTP and TFTP data channels; DHCP and
-    RADIUS (identities); GTP; IRC DCC, XMPP; QUIC and the rest."""
+    RADIUS (identities); GTP; IRC DCC, XMPP; QUIC and the rest; SMTP/POP3/IMAP with STARTTLS
+    (the lane's), HTTP and TLS (the main process's)."""
     paths = sorted(p for p in (corpus_root() / family).glob("*/*") if p.suffix in (".pcap", ".pcapng", ".cap"))
     assert paths
     tables = _compare(paths, tmp_path, monkeypatch)

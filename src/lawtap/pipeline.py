@@ -271,7 +271,7 @@ class Analyzer:
 
     def use_lane(self, lane) -> None:
         """Share the flows with a second process (:class:`lawtap.streams.lane.RemoteLane`), which
-        reads the same capture files itself and analyzes the UDP flows, DNS and SIP; its records
+        reads the same capture files itself and analyzes its share of the flows (UDP but DNS, SIP and mail); its records
         reach :meth:`process` as it sends them."""
         assert self.dispatcher is not None and self.lane is None
         self.lane = lane

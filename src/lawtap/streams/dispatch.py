@@ -37,10 +37,12 @@ from lawtap.streams.reassembly import Data, Gap, TcpStream
 # IN_LANE: analyzed by the lane's process; IN_DNS_SET: one of the UDP DNS flows of DnsFlows
 UNDECIDED, ANALYZING, IGNORED, IN_LANE, IN_DNS_SET = 0, 1, 2, 3, 4
 # With a lane (lawtap.streams.lane), each flow is analyzed by one of two processes. The lane owns
-# every UDP flow and every flow the flow kernel names (DNS): it sees them from their first
-# packet. It also owns the TCP flows DPI names as one of these services, so SIP signalling over
-# TCP is in the same process as the RTP its SDP announces (the call tracker ties the two).
-LANE_TCP_SERVICES = frozenset({"sip"})
+# every UDP flow but those the flow kernel names (DNS, which stays in the main process): it sees
+# them from their first packet. It also owns the TCP flows DPI names as one of these services:
+# SIP, so that signalling over TCP is in the same process as the RTP its SDP announces (the
+# call tracker ties the two), and mail, which needs nothing from other flows. The split balances
+# the two processes on a typical mix (the lane also reads and decodes the file itself).
+LANE_TCP_SERVICES = frozenset({"sip", "smtp", "pop3", "imap"})
 MAX_PENDING_PAYLOADS = 8  # payload packets kept while DPI decides
 # Protocols that can hand their connection over to TLS (STARTTLS and friends): when their
 # analyzer quits, the rest of the stream is offered to the TLS analyzer.
@@ -103,10 +105,11 @@ class StreamDispatcher:
         # unless a data channel claimed them)
         self.services: dict[int, str] = {}
         # role "main" or "lane": this process analyzes only its share of the flows (see
-        # LANE_TCP_SERVICES); None: every flow. lane_owned marks, by flow id, the lane's flows
-        # that are not UDP (UDP flows are the lane's anyway), for conn_rows_owned.
+        # LANE_TCP_SERVICES); None: every flow. lane_owned marks, by flow id, the exceptions to
+        # "UDP flows are the lane's" for conn_rows_owned: 1 the lane's TCP flows, 2 the UDP flows
+        # the flow kernel named (the main process's).
         self.role = role
-        self._lane_codes = np.array(list(SERVICE_NAMES), dtype=np.int64)
+        self._kernel_codes = np.array(list(SERVICE_NAMES), dtype=np.int64)
         self.lane_owned = np.zeros(1 << 16, dtype=np.int8)
         self.kept_from_lane: list[int] = []  # main: flows the lane may have analyzed too (data channels)
         # UDP flows the flow kernel names DNS/mDNS, when the registry has the stock analyzers
@@ -122,9 +125,9 @@ class StreamDispatcher:
         """Which of these ended flows' conn records this process writes (all without a role):
         the lane writes its flows', the main process every other's."""
         known = fids < self.lane_owned.shape[0]
-        marked = np.zeros(fids.shape[0], dtype=np.bool_)
-        marked[known] = self.lane_owned[fids[known]] == 1
-        lane = marked | (protos == 17)
+        marks = np.zeros(fids.shape[0], dtype=np.int8)
+        marks[known] = self.lane_owned[fids[known]]
+        lane = (marks == 1) | ((protos == 17) & (marks != 2))
         return lane if self.role == "lane" else ~lane
 
     # ---- per batch ----
@@ -236,9 +239,9 @@ class StreamDispatcher:
                 off = offs[k]
                 self._pending(fid, flow, bool(origs[k]), seqs[k], acks[k], flags[k], mv[off : off + lens[k]], times[k])
                 k += 1
-                if state[fid] == IGNORED:
+                if state[fid] == IGNORED or state[fid] == IN_LANE:  # (IN_LANE: DPI handed it over)
                     break
-            if k >= b or state[fid] == IGNORED:
+            if k >= b or state[fid] == IGNORED or state[fid] == IN_LANE:
                 continue
             if flow.stream is None and flow.analyzer is not None:
                 an = flow.analyzer
@@ -306,9 +309,10 @@ class StreamDispatcher:
     # ---- internals ----
     def _split_lane(self, A: np.ndarray, D: np.ndarray, PF: np.ndarray, PD: np.ndarray, PS: np.ndarray,
                     idx: np.ndarray) -> np.ndarray:
-        """With a lane: mark the flows first seen here that belong to the lane (UDP, or named by
-        the flow kernel); the main process leaves them (and, later, any TCP flow DPI hands to
-        the lane, see :meth:`_decide`). Returns what of ``idx`` this process analyzes.
+        """With a lane: mark the flows first seen here that belong to the lane (UDP, but for
+        those the flow kernel named); each process leaves the other's (and, later, the main
+        process the TCP flows DPI hands to the lane, see :meth:`_decide`). Returns what of
+        ``idx`` this process analyzes.
 
         Both processes make the same choice from the same packets. The one thing the lane
         cannot know is a data channel announced in the main process (FTP, IRC DCC) that claims
@@ -321,9 +325,17 @@ class StreamDispatcher:
         if fresh.any():
             first = np.unique(fids, return_index=True)[1]
             firsts = first[fresh[first]]
+            if self.flows:  # (undecided flows waiting for DPI are not new)
+                firsts = firsts[np.array([f not in self.flows for f in fids[firsts].tolist()], dtype=np.bool_)]
             rows = idx[firsts]
-            to_lane = (D[rows, dk.C_PROTO] == 17) | np.isin(PS[rows], self._lane_codes)
-            joining = [f for f in fids[firsts[to_lane]].tolist() if f not in self.flows]
+            udp = D[rows, dk.C_PROTO] == 17
+            named = np.isin(PS[rows], self._kernel_codes)
+            kept = fids[firsts[udp & named]]
+            if len(kept):  # UDP flows the kernel named: the main process's
+                self.lane_owned[kept] = 2
+                if self.role == "lane":
+                    state[kept] = IGNORED
+            joining = fids[firsts[udp & ~named]].tolist()
             if joining:
                 self.lane_owned[np.array(joining, dtype=np.int64)] = 1
             if self.role == "main" and joining:
@@ -331,7 +343,7 @@ class StreamDispatcher:
                     keep = set(self._unclaimed(joining, idx, fids, A, D, PD))
                     self.kept_from_lane += [f for f in joining if f not in keep]
                     joining = [f for f in joining if f in keep]
-                    self.lane_owned[np.array(self.kept_from_lane, dtype=np.int64)] = 0
+                    self.lane_owned[np.array(self.kept_from_lane, dtype=np.int64)] = 2  # (this process's)
                 if joining:
                     state[np.array(joining, dtype=np.int64)] = IN_LANE
         if self.role == "main":
@@ -420,6 +432,8 @@ class StreamDispatcher:
         if ch is None:
             return False
         ch.claimed = True
+        if self.role == "main":  # the lane cannot know of the claim: what it makes of the flow is dropped
+            self.kept_from_lane.append(fid)
         self.channels = [c for c in self.channels if not c.claimed and t - c.created < 3600]
         self._start(fid, flow, ch.analyzer)
         self.services[fid] = getattr(flow.analyzer, "service", "") or ""

@@ -1,10 +1,11 @@
-"""A second process that analyzes a share of the flows: every UDP flow (DNS, SIP, RTP, DHCP,
-RADIUS, GTP, QUIC, TFTP ...), every flow the flow kernel names (DNS over TCP), and SIP over TCP.
+"""A second process that analyzes a share of the flows: the UDP flows but DNS (SIP, RTP, DHCP,
+RADIUS, GTP, QUIC, TFTP ...), and the TCP flows DPI names SIP, SMTP, POP3 or IMAP.
 
 Why: with every analyzer on, the run is bound by one core of Python. These flows need nothing
 from the others (SIP and the RTP its SDP announces stay together, since SIP over TCP goes too),
-and on a typical mix they are about half the work: DNS is one small transaction per flow, RTP
-is most of the packets.
+and on a typical mix they are about half the work (RTP is most of the packets, mail the
+heaviest parsing); DNS, light since it has a kernel, stays with the main process to balance the
+two (``lawtap.streams.dispatch.LANE_TCP_SERVICES``).
 
 How: the lane's process reads the same capture files itself and runs the same decoder, flow
 table and :class:`~lawtap.pipeline.Analyzer` (``role="lane"``), so it sees the same packets
