@@ -1118,7 +1118,6 @@ class DnsFlows:
         self._records: list[tuple[tuple[int, ConnInfo], list[Any]]] = []
         self._tables: list[pa.Table] = []
         self.weirds: list[tuple[int, str, str, float]] = []
-        self.messages = 0
         self.whole = 0  # records made column by column (whole transactions)
 
     def messages_of(self, data: np.ndarray, fids: np.ndarray, offs: np.ndarray, lens: np.ndarray, times: np.ndarray,
@@ -1157,7 +1156,6 @@ class DnsFlows:
             done[whole[paired] + 1] = True
             self._tables.append(self._whole_transactions(scanned, whole, paired, fids, times, addrs, sports, dports,
                                                          origs))
-            self.messages += len(whole) + int(paired.sum())
             self.whole += len(whole)
         rest = np.flatnonzero(~done)
         if len(rest):
@@ -1260,7 +1258,6 @@ class DnsFlows:
         records = self._records
         problems: list[tuple[str, str]] = []
         no_problems: list[tuple[str, str]] = []
-        counted = 0
         for row, fid, off, n, t in zip(out[rows].tolist(), row_fids.tolist(), offs[rows].tolist(), lens[rows].tolist(),
                                        times[rows].tolist()):
             conn, pending = flows[fid]
@@ -1272,13 +1269,11 @@ class DnsFlows:
                      [(names[row[K.K_NAME0] : row[K.K_NAME1]], row[K.K_QTYPE], row[K.K_QCLASS])],
                      (None, texts, ttls[a0:a1], None, None), None, no_problems, False)
                 _parsed_message(pending, "udp", p, t, (fid, conn), records, problems)
-                counted += 1
-            elif _on_message(pending, "udp", mv[off : off + n].tobytes(), t, (fid, conn), records, problems):
-                counted += 1
+            else:
+                _on_message(pending, "udp", mv[off : off + n].tobytes(), t, (fid, conn), records, problems)
             if problems:
                 self.weirds.extend((fid, name, detail, 0.0) for name, detail in problems)
                 problems.clear()
-        self.messages += counted
         for fid in np.unique(row_fids).tolist():  # nothing pending: no state to keep
             if not flows[fid][1]:
                 del flows[fid]
