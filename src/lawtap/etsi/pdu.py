@@ -513,7 +513,9 @@ class IpccTemplate:
         ln = np.ascontiguousarray(length, np.int64)
         if n and (int(off.min()) < 0 or int((off + ln).max()) > int(np.asarray(data).shape[0]) or int(ln.min()) < 0):
             raise EtsiError("packet offsets/lengths lie outside the data buffer")
-        cap = int(ln.sum()) + n * (len(self.prefix) + len(self.qualifier) + 68)
+        # Per PDU: the packet, the fixed header parts, and the tags and lengths around them; nine
+        # BER lengths, each at most 9 octets (a packet of 64 KiB or more takes 4-octet lengths).
+        cap = int(ln.sum()) + n * (len(self.prefix) + len(self.qualifier) + 68 + 9 * 8)
         out = np.empty(cap, np.uint8)
         ends = np.empty(n, np.int64)
         _ipcc_batch(self._prefix_np, self._qual_np, self._obj_np, int(seq0) % SEQ_MODULUS, ts,
