@@ -687,6 +687,11 @@ def test_parallel_digests_equal_hashlib() -> None:
     got = PendingDigests(objects, known).result()
     assert [g[2] for g in got] == [k or e[2] for k, e in zip(known, expected)]
     assert [g[:2] for g in got] == [e[:2] for e in expected]
+    # Objects lawtap made itself (WAVs from RTP) get their SHA-256 only, small or big.
+    derived = [False, True, False, True, False, True]
+    got = PendingDigests(objects, None, derived).result()
+    assert [g[2] for g in got] == [e[2] for e in expected]
+    assert [g[:2] for g in got] == [(None, None) if d else e[:2] for d, e in zip(derived, expected)]
 
 
 def test_artifact_store_writes_in_background_once_per_object(tmp_path: Path, monkeypatch) -> None:

@@ -92,7 +92,7 @@ def test_lane_worker_failure_is_one_clear_error(tmp_path: Path) -> None:
 
     lane = RemoteLane(b"\0" * 32, ["/nonexistent/capture.pcap"], None, True)
     with pytest.raises(LawtapError, match="lane.s analysis process failed"):
-        lane.finish()
+        lane.finish([])
     lane.close()
 
 
@@ -120,10 +120,10 @@ def test_a_failed_lane_fails_the_run_and_marks_the_case_incomplete(tmp_path: Pat
     generate_capture(cap, 3, 200)
     real_advance = lane_module.RemoteLane.advance
 
-    def dying_advance(self):  # the worker goes away in the middle of the run
+    def dying_advance(self, *flows):  # the worker goes away in the middle of the run
         self._proc.kill()
         self._proc.wait()
-        real_advance(self)
+        real_advance(self, *flows)
 
     monkeypatch.setattr(lane_module.RemoteLane, "advance", dying_advance)
     monkeypatch.setenv("LAWTAP_LANE", "1")
@@ -168,7 +168,7 @@ def test_the_lanes_records_of_flows_kept_here_are_dropped_and_counted_rows_are()
     from lawtap.records import SCHEMAS
 
     class Lane:  # what Analyzer needs of a RemoteLane here
-        def advance(self) -> None: ...
+        def advance(self, *flows) -> None: ...
 
     an = Analyzer(b"\1" * 32, [], analyzers=True)
     an.use_lane(Lane())

@@ -456,7 +456,7 @@ class TestRtpAnalyzer:
         assert rec["pcm_sha256"] == expect
         (f,) = an.files
         assert isinstance(f, FileObject) and f.source == "RTP" and f.mime_type == "audio/wav"
-        assert f.filename == "CRTP-11111111.wav" and f.is_orig
+        assert f.filename == "CRTP-11111111.wav" and f.is_orig and f.derived  # (SHA-256 only)
         ch, rate, pcm = g711.read_wav(f.data)
         assert (ch, rate) == (1, 8000) and (pcm == g711.decode(b"".join(sent), "PCMU")).all()
         rows = [dict(rec, ts=None, uid="C", **{"id.orig_h": "a", "id.orig_p": 1, "id.resp_h": "b", "id.resp_p": 2})]
@@ -587,6 +587,7 @@ class TestCalls:
         assert pa.Table.from_pylist(rows, schema=CALL_SCHEMA).num_rows == 1
         (wav, wconn) = files[0]
         assert wav.filename == "call-1@a.example.wav" and wav.mime_type == "audio/wav" and wav.source == "RTP"
+        assert wav.derived
         ch, rate, st = g711.read_wav(wav.data)
         assert (ch, rate) == (2, 8000)
         left = g711.decode(g711.encode(caller, "PCMU"), "PCMU")

@@ -89,8 +89,12 @@ PARALLEL_BYTES = 1 << 16  # objects at least this big are hashed on the worker t
 _pool: ThreadPoolExecutor | None = None
 
 
-def _digests(data: bytes, sha256: str | None = None) -> tuple[str, str, str]:
-    return hashlib.md5(data).hexdigest(), hashlib.sha1(data).hexdigest(), sha256 or hashlib.sha256(data).hexdigest()
+def _digests(data: bytes, sha256: str | None = None, derived: bool = False) -> tuple[str | None, str | None, str]:
+    """(md5, sha1, sha256); an object lawtap made itself (``FileObject.derived``) gets its SHA-256 only."""
+    sha256 = sha256 or hashlib.sha256(data).hexdigest()
+    if derived:
+        return None, None, sha256
+    return hashlib.md5(data).hexdigest(), hashlib.sha1(data).hexdigest(), sha256
 
 
 def digests(objects: list[bytes]) -> list[tuple[str, str, str]]:
@@ -111,21 +115,24 @@ class PendingDigests:
     :meth:`done` (in the order they were found).
     """
 
-    def __init__(self, objects: list[bytes], known: list[str | None] | None = None) -> None:
-        """``known``: each object's SHA-256 where its analyzer computed it already (or None)."""
+    def __init__(self, objects: list[bytes], known: list[str | None] | None = None,
+                 derived: list[bool] | None = None) -> None:
+        """``known``: each object's SHA-256 where its analyzer computed it already (or None);
+        ``derived``: which objects lawtap made itself (SHA-256 only, see ``FileObject.derived``)."""
         global _pool
         known = known or [None] * len(objects)
+        derived = derived or [False] * len(objects)
         big = [i for i, d in enumerate(objects) if len(d) >= PARALLEL_BYTES]
         if big and _pool is None:
             _pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="lawtap-hash")
-        self._futures = {i: _pool.submit(_digests, objects[i], known[i]) for i in big} if big else {}
-        self._small = {i: _digests(d, known[i]) for i, d in enumerate(objects) if i not in self._futures}
+        self._futures = {i: _pool.submit(_digests, objects[i], known[i], derived[i]) for i in big} if big else {}
+        self._small = {i: _digests(d, known[i], derived[i]) for i, d in enumerate(objects) if i not in self._futures}
         self._n = len(objects)
 
     def done(self) -> bool:
         return all(f.done() for f in self._futures.values())
 
-    def result(self) -> list[tuple[str, str, str]]:
+    def result(self) -> list[tuple[str | None, str | None, str]]:
         """(md5, sha1, sha256) of each object, in order (waits for the big ones)."""
         return [self._futures[i].result() if i in self._futures else self._small[i] for i in range(self._n)]
 
@@ -136,7 +143,8 @@ def files_batch(items: list[tuple[int, ConnInfo, FileObject]], uids: list[str], 
     given, e.g. by :class:`PendingDigests`)."""
     rows: list[dict[str, Any]] = []
     if hashes is None:
-        hashes = PendingDigests([f.data for _, _, f in items], [f.sha256 for _, _, f in items]).result()
+        hashes = PendingDigests([f.data for _, _, f in items], [f.sha256 for _, _, f in items],
+                                [f.derived for _, _, f in items]).result()
     for (fid, conn, f), uid, fuid, (md5, sha1, sha256) in zip(items, uids, fuids, hashes):
         data = f.data
         rows.append(

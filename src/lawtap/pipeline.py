@@ -20,6 +20,7 @@ import pyarrow as pa
 
 from lawtap.decode import kernel as dk
 from lawtap.decode.defrag import Defragmenter
+from lawtap.errors import LawtapError
 from lawtap.flows.engine import FlowEngine
 from lawtap.records import PACKETS, WEIRD
 from lawtap.sources.batch import PacketBatch
@@ -183,9 +184,6 @@ class Analyzer:
             self.dispatcher = StreamDispatcher(reg, classify, self.engine.uid, media_hint, uids_of=self.engine.uids,
                                                role=role)
             self.engine.share_services(self.dispatcher.services)
-            if role == "lane":
-                self.engine.conn_owned = self.dispatcher.conn_rows_owned
-                self.engine.keep_tunnels = False
             self.artifacts = ArtifactStore(artifact_root)
 
     def decode(self, batch: PacketBatch) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
@@ -193,9 +191,12 @@ class Analyzer:
         return decode(batch, self.defrag, self.stats) if len(batch) else None
 
     def process(self, batch: PacketBatch, decoded: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+                flows: tuple[np.ndarray, np.ndarray, np.ndarray, list[int]] | None = None,
                 ) -> Iterator[tuple[str, pa.RecordBatch]]:
         """Analyze one batch (``decoded``: what :meth:`decode` returned for it, if already run);
-        yields (record type, record batch) pairs to write."""
+        yields (record type, record batch) pairs to write. ``flows``, in the lane's process
+        only: the main process's flow table's answer for this batch (per packet: flow id,
+        direction, kernel service; and the flows that ended), which spares running a table here."""
         n = len(batch)
         st = self.stats
         if batch.weirds:
@@ -204,9 +205,15 @@ class Analyzer:
             return
         data, A, D = decoded if decoded is not None else decode(batch, self.defrag, st)
         status = D[:, dk.C_STATUS]
-        if self.lane is not None:
-            self.lane.advance()  # the lane may analyze this batch too
-        PF, POF, PD, PS = self.engine.run(data, A, D, batch.ts)
+        if flows is None:
+            PF, POF, PD, PS = self.engine.run(data, A, D, batch.ts)
+        else:
+            PF, PD, PS, ended = flows
+            if len(PF) != n:
+                raise LawtapError(f"the lane's batch has {n} packets, the main process's {len(PF)}")
+            self.engine.ended_fids += ended
+        if self.lane is not None:  # the lane analyzes its share of this batch, with these flow ids
+            self.lane.advance(PF, PD, PS, self.engine.ended_fids)
         self._last_ts = max(self._last_ts, int(batch.ts[-1]))
         if self.dispatcher is not None:
             self.dispatcher.batch(data, A, D, batch.ts, PF, PD, PS)
@@ -252,9 +259,16 @@ class Analyzer:
         yield from self._records()
         if self.lane is not None:
             yield from self._lane_records(self.lane.poll())
+            yield from self._lane_conn(self.lane)
 
-    def finish(self) -> Iterator[tuple[str, pa.RecordBatch]]:
-        self.engine.finish()
+    def finish(self, ended: list[int] | None = None) -> Iterator[tuple[str, pa.RecordBatch]]:
+        """End the run (``ended``, in the lane's process: the flows the main process's table
+        ended last)."""
+        if ended is None:
+            self.engine.finish()
+        else:
+            self.engine.ended_fids += ended
+        last_ended = list(self.engine.ended_fids)
         yield from self._records()
         if self.dispatcher is not None:
             self.dispatcher.end_all(self._last_ts / 1e9)
@@ -263,7 +277,8 @@ class Analyzer:
             yield from self._analyzer_records(final=True)
             if self.lane is not None:
                 lane, self.lane = self.lane, None
-                yield from self._lane_records(lane.finish())
+                yield from self._lane_records(lane.finish(last_ended))
+                yield from self._lane_conn(lane, final=True)
             if self.identities is not None and self.role != "lane":  # (the lane's events come here)
                 for rb in self.identities.table().to_batches():
                     yield "identity", rb
@@ -271,12 +286,37 @@ class Analyzer:
 
     def use_lane(self, lane) -> None:
         """Share the flows with a second process (:class:`lawtap.streams.lane.RemoteLane`), which
-        reads the same capture files itself and analyzes its share of the flows (UDP but DNS, SIP and mail); its records
-        reach :meth:`process` as it sends them."""
+        reads the same capture files itself and analyzes its share of the flows (UDP but DNS,
+        SIP and mail) with this process's flow ids; its records reach :meth:`process` as it
+        sends them. The conn records of its flows wait here for their service (:meth:`_lane_conn`)."""
         assert self.dispatcher is not None and self.lane is None
         self.lane = lane
         self.dispatcher.role = "main"
-        self.engine.conn_owned = self.dispatcher.conn_rows_owned
+        self._held_conn: list[tuple[int, pa.RecordBatch]] = []  # (batch number, the lane's flows' conn rows)
+
+    def _hold_lane_conn(self, rb: pa.RecordBatch) -> pa.RecordBatch:
+        """Keep aside the conn rows of the lane's flows (their service is the lane's to say);
+        return this process's."""
+        ours = self.dispatcher.conn_rows_owned(rb.column("fid").to_numpy(), rb.column("ip_proto").to_numpy().astype(np.int64))
+        if ours.all():
+            return rb
+        self._held_conn.append((self.lane.granted, rb.filter(pa.array(~ours))))
+        return rb.filter(pa.array(ours))
+
+    def _lane_conn(self, lane, final: bool = False) -> Iterator[tuple[str, pa.RecordBatch]]:
+        """The held conn rows of the lane's flows, once the lane has analyzed the batch they
+        ended in (all of them once it is ``final``), with the services it found."""
+        held = self._held_conn
+        services = lane.services
+        while held and (final or held[0][0] <= lane.answered):
+            _, rb = held.pop(0)
+            fids = rb.column("fid").to_pylist()
+            column = rb.column("service").to_pylist()
+            column = [services.pop(f, s) or None for f, s in zip(fids, column)]
+            rb = rb.set_column(rb.schema.get_field_index("service"), rb.schema.field("service"),
+                               pa.array(column, type=pa.string()))
+            self.stats.flows += rb.num_rows
+            yield "conn", rb
 
     def _lane_records(self, batches: list[tuple[str, pa.RecordBatch]]) -> Iterator[tuple[str, pa.RecordBatch]]:
         """The lane's records, to write with this process's; what it made of flows this process
@@ -312,6 +352,8 @@ class Analyzer:
             yield from self._analyzer_records()
         conn, tun = self.engine.take_records()
         for rb in conn:
+            if self.lane is not None:
+                rb = self._hold_lane_conn(rb)
             self.stats.flows += rb.num_rows
             yield "conn", rb
         for rb in tun:
@@ -360,7 +402,8 @@ class Analyzer:
             fuids = make_uids(self._fuid_salt, np.arange(self._n_files, self._n_files + len(files), dtype=np.int64), prefix="F").to_pylist()
             self._n_files += len(files)
             self._pending_files.append((files, uids, fuids, PendingDigests([f.data for _, _, f in files],
-                                                                                 [f.sha256 for _, _, f in files])))
+                                                                                 [f.sha256 for _, _, f in files],
+                                                                                 [f.derived for _, _, f in files])))
         # Files records leave in the order their objects were found, once hashed (the run goes
         # on meanwhile); the last ones, and any beyond MAX_PENDING_FILE_BATCHES, are waited for.
         pending = self._pending_files

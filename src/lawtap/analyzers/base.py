@@ -74,6 +74,10 @@ class FileObject:
     missing_bytes: int = 0
     meta: dict[str, Any] = field(default_factory=dict)  # e.g. {"http_uri": ..., "email_index": 0}
     sha256: str | None = None  # the data's SHA-256 when the analyzer computed it already (HTTP)
+    # Made by lawtap rather than carried on the wire (WAV audio rebuilt from RTP): hashed by
+    # SHA-256 only, its artifact's name. md5 and sha1 serve to look carried files up in hash
+    # sets (NSRL, threat feeds), which never hold a WAV of our own making; they stay null.
+    derived: bool = False
 
 
 class StreamAnalyzer:

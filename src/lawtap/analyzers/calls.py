@@ -463,6 +463,7 @@ class CallTracker:
             is_orig=True,
             filename=f"{safe_name(call.call_id)}.wav",
             mime_type="audio/wav",
+            derived=True,
             meta={"call_id": call.call_id, "channels": 2, "left": CALLER, "right": CALLEE,
                   "streams": len(streams), "samples": int(max(len(left), len(right)))},
         )

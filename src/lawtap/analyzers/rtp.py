@@ -1443,6 +1443,7 @@ class RtpAnalyzer(StreamAnalyzer):
                         is_orig=is_orig,
                         filename=f"{safe_name(owner)}-{ssrc:08x}.wav",
                         mime_type="audio/wav",
+                        derived=True,
                         meta={"ssrc": ssrc, "codec": st.g711_codec, "call_id": st.call_id, "samples": int(len(pcm))},
                     )
                 )

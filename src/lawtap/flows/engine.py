@@ -278,10 +278,6 @@ class FlowEngine:
         self._ended_raw: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         self.keep_records = keep_records  # False: only flow ids are reported (the collector)
         self.tunnel_batches: list[pa.RecordBatch] = []
-        # With a lane (lawtap.streams.lane), each process writes the conn records of its own
-        # flows (conn_owned(fids, protos) -> mask) and only the main process the tunnel records.
-        self.conn_owned: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None
-        self.keep_tunnels = True
         self.flows_ended = 0
         self.peak_flows = 0
         self.ended_fids: list[int] = []  # flows ended since the caller last took them
@@ -385,10 +381,6 @@ class FlowEngine:
         # UDP tunnels (GTP-U, VXLAN) are connections too, as in Zeek; IP tunnels are not.
         udp_tun = tun_rows[EF[tun_rows, ft.F_PROTO] == 17]
         conn_rows = np.sort(np.concatenate([conn_rows, udp_tun]))
-        if self.conn_owned is not None and len(conn_rows):  # a lane's run: this process's share
-            conn_rows = conn_rows[self.conn_owned(EF[conn_rows, ft.F_FID], EF[conn_rows, ft.F_PROTO])]
-        if not self.keep_tunnels:
-            tun_rows = tun_rows[:0]
         if len(conn_rows):
             self.conn_batches.append(self._conn_batch(EK[conn_rows], EF[conn_rows], EH[conn_rows]))
         if len(tun_rows):

@@ -169,8 +169,8 @@ FILES = pa.schema(
         pa.field("total_bytes", pa.int64()),
         pa.field("seen_bytes", pa.int64(), nullable=False),
         pa.field("missing_bytes", pa.int64(), nullable=False),
-        pa.field("md5", pa.string(), nullable=False),
-        pa.field("sha1", pa.string(), nullable=False),
+        pa.field("md5", pa.string()),  # null for what lawtap made itself (WAV from RTP): FileObject.derived
+        pa.field("sha1", pa.string()),
         pa.field("sha256", pa.string(), nullable=False),
         pa.field("extracted", pa.string()),  # path of the artifact under the case, if stored
     ]

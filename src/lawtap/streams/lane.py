@@ -7,15 +7,19 @@ and on a typical mix they are about half the work (RTP is most of the packets, m
 heaviest parsing); DNS, light since it has a kernel, stays with the main process to balance the
 two (``lawtap.streams.dispatch.LANE_TCP_SERVICES``).
 
-How: the lane's process reads the same capture files itself and runs the same decoder, flow
-table and :class:`~lawtap.pipeline.Analyzer` (``role="lane"``), so it sees the same packets
-with the same flow ids and uids; each process's dispatcher analyzes its own share
+How: the lane's process reads the same capture files itself and runs the same decoder and
+:class:`~lawtap.pipeline.Analyzer` (``role="lane"``), so it sees the same packets; the flow
+table runs in the main process only, which sends each batch's answer (per packet: flow id,
+direction, kernel service; and the flows that ended, about 10 bytes a packet), so both
+dispatchers see the same flows under the same ids and uids. Each analyzes its own share
 (:meth:`~lawtap.streams.dispatch.StreamDispatcher._split_lane`, the same choice from the same
-packets on both sides) and its engine writes the conn records of its own flows. Only small
-messages and records cross: the main process grants each batch it analyzes (so the lane never
-runs ahead of it, and an interrupted run stops both at the same batch); the lane sends the
-records of each batch as Arrow IPC, which the main process picks up between its own batches
-and writes. Reading a file twice costs little: the second read comes from the page cache.
+packets on both sides). The main process grants each batch it analyzes with that answer (so
+the lane never runs ahead of it, and an interrupted run stops both at the same batch); the lane
+answers each batch with its records, as Arrow IPC, and the services it found for the flows
+that ended, which the main process picks up between its own batches. The main process writes
+every conn record, holding those of the lane's flows until the lane has named their service.
+Reading a file twice costs little: the second read comes from the page cache, and decoding
+runs on a reader thread.
 
 The one thing the lane cannot know is a data channel announced in the main process (FTP, IRC
 DCC) that claims one of its flows: the main process analyzes those itself and drops what the
@@ -35,6 +39,7 @@ import traceback
 from multiprocessing.connection import Connection
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 
 from lawtap.errors import LawtapError
@@ -83,7 +88,9 @@ class RemoteLane:
                                           start_new_session=True)  # Ctrl-C reaches the main process only
         self._conn = Connection(ours.detach())
         self._broken: BaseException | None = None
-        self._granted = 0
+        self.granted = 0  # batches granted
+        self.answered = 0  # batches the lane has answered
+        self.services: dict[int, str] = {}  # fid -> service, of the lane's flows that ended
         self._inbox: list[tuple[str, pa.RecordBatch]] = []  # records received, not yet taken
         self._send((salt, [str(p) for p in paths], str(artifact_root) if artifact_root is not None else None, dpi))
 
@@ -96,10 +103,11 @@ class RemoteLane:
         except (OSError, EOFError) as e:  # the worker died: reported by poll or finish
             self._broken = e
 
-    def advance(self) -> None:
-        """The main process analyzes its next (non-empty) batch: the lane may do the same."""
-        self._granted += 1
-        self._send(("go", self._granted))
+    def advance(self, PF: np.ndarray, PD: np.ndarray, PS: np.ndarray, ended: list[int]) -> None:
+        """The main process analyzes its next (non-empty) batch: the lane may do the same, with
+        the flow table's answer for it (see :meth:`lawtap.pipeline.Analyzer.process`)."""
+        self.granted += 1
+        self._send(("go", self.granted, PF, PD, PS, ended))
 
     def _failed(self, why: object) -> LawtapError:
         return LawtapError(f"the lane's analysis process failed: {why}")
@@ -109,8 +117,10 @@ class RemoteLane:
         so a Ctrl-C arriving meanwhile cannot lose them); returns its kind."""
         with sigint_deferred():
             message = self._conn.recv()
-            if message[0] == "records":
-                self._inbox += _unpack(message[1])
+            if message[0] == "batch":  # ("batch", number, records, services)
+                self._inbox += _unpack(message[2])
+                self.services.update(message[3])
+                self.answered = message[1]
         if message[0] == "error":
             raise self._failed(message[1])
         return message[0]
@@ -128,9 +138,10 @@ class RemoteLane:
             raise self._failed(f"{e} (exit code {self._wait()})") from None
         return self._take_inbox()
 
-    def finish(self) -> list[tuple[str, pa.RecordBatch]]:
-        """End the lane after the batches granted; wait for it and return its last records."""
-        self._send(("finish", self._granted))
+    def finish(self, ended: list[int]) -> list[tuple[str, pa.RecordBatch]]:
+        """End the lane after the batches granted (``ended``: the flows the table ended last);
+        wait for it and return its last records."""
+        self._send(("finish", self.granted, ended))
         try:
             if self._broken is not None:
                 raise self._broken
@@ -182,30 +193,33 @@ def _worker_main(fd: int) -> None:
 
 
 class _Grants:
-    """The lane's view of the main process's progress: how many batches it may analyze."""
+    """The lane's view of the main process's progress: the batches it may analyze, each with
+    the flow table's answer for it."""
 
     def __init__(self, conn) -> None:
         self._conn = conn
-        self.granted = 0
+        self._flows: dict[int, tuple] = {}  # batch number -> (PF, PD, PS, ended)
         self.final: int | None = None  # set by "finish": the batches the run analyzed
+        self.final_ended: list[int] = []
 
     def _take(self, message: tuple) -> None:
         if message[0] == "go":
-            self.granted = message[1]
-        else:  # ("finish", batches analyzed)
+            self._flows[message[1]] = message[2:]
+        else:  # ("finish", batches analyzed, flows ended last)
             self.final = message[1]
-            self.granted = max(self.granted, self.final)
+            self.final_ended = message[2]
 
-    def wait_for(self, k: int) -> bool:
-        """Block until batch ``k`` (1-based) is granted; False if the run ends before it."""
+    def wait_for(self, k: int) -> tuple | None:
+        """Block until batch ``k`` (1-based) is granted and return its flow columns; None if
+        the run ends before it."""
         conn = self._conn
         while conn.poll(0):  # take what has arrived, so the main process never blocks sending
             self._take(conn.recv())
-        while self.granted < k:
+        while k not in self._flows:
             if self.final is not None:
-                return False
+                return None
             self._take(conn.recv())
-        return True
+        return self._flows.pop(k)
 
     def wait_final(self) -> None:
         while self.final is None:
@@ -222,21 +236,27 @@ def _serve(conn, salt: bytes, paths: list[str], artifact_root: Path | None, dpi:
     analyzer = Analyzer(salt, paths, classify=classify, artifact_root=artifact_root, role="lane")
     sources = [open_capture(p, file_id=i) for i, p in enumerate(paths)]
     grants = _Grants(conn)
+    services = analyzer.dispatcher.services
+
+    def answer(k: int, out: list, ended: list[int]) -> None:
+        # The services of the flows that ended (for their conn records, which the main
+        # process writes); DPI's answers for flows still going stay here.
+        named = {fid: services.pop(fid) for fid in ended if fid in services}
+        conn.send(("batch", k, _pack(out), named))
+
     try:
         k = 0
         for batch, decoded in read_ahead(sources, analyzer):
             if decoded is None:
                 continue
             k += 1
-            if not grants.wait_for(k):
+            flows = grants.wait_for(k)
+            if flows is None:
                 break
-            out = list(analyzer.process(batch, decoded))
-            if out:
-                conn.send(("records", _pack(out)))
+            answer(k, list(analyzer.process(batch, decoded, flows)), flows[3])
         grants.wait_final()
-        out = list(analyzer.finish())
-        if out:
-            conn.send(("records", _pack(out)))
+        out = list(analyzer.finish(grants.final_ended))
+        answer(k, out, list(services))  # every flow has ended now
     finally:
         analyzer.close()
     conn.send(("done",))
