@@ -43,14 +43,20 @@ def _compare(paths: list[Path], tmp_path: Path, monkeypatch) -> dict[str, Counte
     return lane
 
 
-@pytest.mark.parametrize("compressed", [False, True], ids=["pcap", "gzip"])
-def test_generated_mix_is_the_same_with_the_lane(compressed: bool, tmp_path: Path, monkeypatch) -> None:
+@pytest.mark.parametrize(("compressed", "batch_bytes"), [(False, None), (True, None), (False, 96 << 10)],
+                         ids=["pcap", "gzip", "small-batches"])
+def test_generated_mix_is_the_same_with_the_lane(compressed: bool, batch_bytes: int | None, tmp_path: Path,
+                                                 monkeypatch) -> None:
     """DNS among HTTP, mail, SIP/RTP, FTP and the rest of the generator's traffic (also from a
-    gzip file, which the lane decompresses on its own when forced)."""
+    gzip file, which the lane decompresses on its own when forced; and in batches small enough
+    that flows, and the conn records the main process holds for the lane, span many)."""
     import gzip
     import shutil
 
     from lawtap.generate import generate_capture
+
+    if batch_bytes:
+        monkeypatch.setenv("LAWTAP_BATCH_BYTES", str(batch_bytes))
 
     cap = tmp_path / "mix.pcap"
     manifest = generate_capture(cap, 11, 600)
@@ -80,6 +86,39 @@ def test_corpus_is_the_same_with_the_lane(family: str, tmp_path: Path, monkeypat
         assert sum(tables["dns"].values()) > 100
     if family == "voip":
         assert sum(tables["call"].values()) > 0 and sum(tables["rtp"].values()) > 0
+
+
+def test_grants_never_wait_on_the_lane(tmp_path: Path) -> None:
+    """The main process sends each grant whole (with the flow table's answer, ~10 bytes a
+    packet) while the lane sends whole batches of records the other way: if the lane took
+    grants only when it wanted the next batch, both could block in ``send`` with the socket
+    full. A thread takes them as they come; grants sent while the lane is busy still complete."""
+    import socket
+    import threading
+    from multiprocessing.connection import Connection
+
+    from lawtap.streams.lane import _Grants
+
+    ours, theirs = socket.socketpair()
+    main_end, lane_end = Connection(ours.detach()), Connection(theirs.detach())
+    grants = _Grants(lane_end)  # the lane is busy: nobody calls wait_for yet
+    columns = [np.arange(200_000, dtype=np.int64), np.ones(200_000, np.int8), np.zeros(200_000, np.int8)]
+    sent = threading.Event()
+
+    def send_all() -> None:
+        for k in range(1, 6):  # ~9 MB, far beyond the socket's buffer
+            main_end.send(("go", k, *columns, [k]))
+        main_end.send(("finish", 5, [99]))
+        sent.set()
+
+    threading.Thread(target=send_all, daemon=True).start()
+    assert sent.wait(60), "the main process's grants waited on the lane"
+    for k in range(1, 6):
+        PF, PD, PS, ended = grants.wait_for(k)
+        assert (PF == columns[0]).all() and ended == [k]
+    assert grants.wait_for(6) is None and grants.final == 5 and grants.final_ended == [99]
+    main_end.close()
+    lane_end.close()
 
 
 def test_lane_worker_failure_is_one_clear_error(tmp_path: Path) -> None:

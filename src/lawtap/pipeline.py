@@ -562,6 +562,22 @@ def _record_table(schema: pa.Schema, items: list, default_ts: float) -> pa.Table
     return pa.Table.from_pydict(cols, schema=schema)
 
 
+def batch_bytes() -> int:
+    """Bytes of capture per batch: ``DEFAULT_MAX_BYTES`` unless ``LAWTAP_BATCH_BYTES`` says
+    otherwise (at least 64 KiB; tests use small batches to cross batch boundaries often)."""
+    import os
+
+    from lawtap.sources.open import DEFAULT_MAX_BYTES
+
+    value = os.environ.get("LAWTAP_BATCH_BYTES")
+    if not value:
+        return DEFAULT_MAX_BYTES
+    try:
+        return max(int(value), 64 << 10)
+    except ValueError:
+        raise LawtapError(f"LAWTAP_BATCH_BYTES must be a number of bytes, not {value!r}") from None
+
+
 class _ReaderFailed:
     """Carries an exception from the reader thread to the consumer."""
 
@@ -603,7 +619,7 @@ def read_ahead(sources: list, analyzer: Analyzer | Collector, depth: int = 1) ->
 
     def work() -> None:
         try:
-            for batch in merge_batches(sources, buffers=depth + 2):
+            for batch in merge_batches(sources, max_bytes=batch_bytes(), buffers=depth + 2):
                 if not put((batch, analyzer.decode(batch))):
                     return
         except BaseException as e:  # noqa: BLE001 - handed to the consumer, which re-raises it

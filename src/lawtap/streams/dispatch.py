@@ -350,6 +350,8 @@ class StreamDispatcher:
             in_lane = state[fids] == IN_LANE
             if in_lane.any():
                 return idx[~in_lane]
+        elif fresh.any():  # the lane: the flows just left to the main process go now, not flow by flow
+            return idx[state[fids] != IGNORED]
         return idx
 
     def _split_dns(self, data: np.ndarray, A: np.ndarray, D: np.ndarray, ts: np.ndarray, PF: np.ndarray,

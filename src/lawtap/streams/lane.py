@@ -5,7 +5,8 @@ Why: with every analyzer on, the run is bound by one core of Python. These flows
 from the others (SIP and the RTP its SDP announces stay together, since SIP over TCP goes too),
 and on a typical mix they are about half the work (RTP is most of the packets, mail the
 heaviest parsing); DNS, light since it has a kernel, stays with the main process to balance the
-two (``lawtap.streams.dispatch.LANE_TCP_SERVICES``).
+two (splitting it between the two costs more than it saves: its per-batch work is vectorized;
+``lawtap.streams.dispatch.LANE_TCP_SERVICES``).
 
 How: the lane's process reads the same capture files itself and runs the same decoder and
 :class:`~lawtap.pipeline.Analyzer` (``role="lane"``), so it sees the same packets; the flow
@@ -35,6 +36,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import traceback
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -194,36 +196,56 @@ def _worker_main(fd: int) -> None:
 
 class _Grants:
     """The lane's view of the main process's progress: the batches it may analyze, each with
-    the flow table's answer for it."""
+    the flow table's answer for it.
+
+    A thread takes the main process's messages as they come, so its sends never wait on the
+    lane: both processes send whole batches (grants one way, records the other), and if each
+    waited for the other to read, with both socket buffers full, neither would.
+    """
 
     def __init__(self, conn) -> None:
         self._conn = conn
+        self._cond = threading.Condition()
         self._flows: dict[int, tuple] = {}  # batch number -> (PF, PD, PS, ended)
         self.final: int | None = None  # set by "finish": the batches the run analyzed
         self.final_ended: list[int] = []
+        self._lost: BaseException | None = None  # the main process went away
+        threading.Thread(target=self._listen, name="lawtap-grants", daemon=True).start()
 
-    def _take(self, message: tuple) -> None:
-        if message[0] == "go":
-            self._flows[message[1]] = message[2:]
-        else:  # ("finish", batches analyzed, flows ended last)
-            self.final = message[1]
-            self.final_ended = message[2]
+    def _listen(self) -> None:
+        try:
+            while self.final is None:
+                message = self._conn.recv()
+                with self._cond:
+                    if message[0] == "go":
+                        self._flows[message[1]] = message[2:]
+                    else:  # ("finish", batches analyzed, flows ended last)
+                        self.final_ended = message[2]
+                        self.final = message[1]
+                    self._cond.notify_all()
+        except (OSError, EOFError) as e:
+            with self._cond:
+                self._lost = e
+                self._cond.notify_all()
 
     def wait_for(self, k: int) -> tuple | None:
         """Block until batch ``k`` (1-based) is granted and return its flow columns; None if
         the run ends before it."""
-        conn = self._conn
-        while conn.poll(0):  # take what has arrived, so the main process never blocks sending
-            self._take(conn.recv())
-        while k not in self._flows:
-            if self.final is not None:
-                return None
-            self._take(conn.recv())
-        return self._flows.pop(k)
+        with self._cond:
+            while k not in self._flows:
+                if self.final is not None:
+                    return None
+                if self._lost is not None:
+                    raise self._lost
+                self._cond.wait()
+            return self._flows.pop(k)
 
     def wait_final(self) -> None:
-        while self.final is None:
-            self._take(self._conn.recv())
+        with self._cond:
+            while self.final is None:
+                if self._lost is not None:
+                    raise self._lost
+                self._cond.wait()
 
 
 def _serve(conn, salt: bytes, paths: list[str], artifact_root: Path | None, dpi: bool) -> None:
