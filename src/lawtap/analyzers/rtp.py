@@ -525,13 +525,17 @@ def _place_packets(offs, lens, max_fill, fill_budget, starts):
 
 @njit(cache=True)
 def _scatter_samples(track, starts, lens, samples):
-    """Copy consecutive ``lens[k]`` samples to ``track[starts[k]:]``, k in order."""
+    """Copy consecutive ``lens[k]`` samples to ``track[starts[k]:]``, k in order (through
+    sub-slices, so the loop vectorizes: see ``lawtap.streams.gather.gather_payloads``)."""
     p = 0
     for k in range(starts.shape[0]):
         s = starts[k]
-        for j in range(lens[k]):
-            track[s + j] = samples[p + j]
-        p += lens[k]
+        n = lens[k]
+        src = samples[p : p + n]
+        dst = track[s : s + n]
+        for j in range(min(dst.shape[0], src.shape[0])):
+            dst[j] = src[j]
+        p += n
 
 
 _SAFE = re.compile(r"[^A-Za-z0-9@._+\-]+")

@@ -31,6 +31,7 @@ from lawtap.analyzers.base import ConnInfo, FileObject, StreamAnalyzer
 from lawtap.decode import kernel as dk
 from lawtap.flows.engine import address_strings, address_text
 from lawtap.flows.table import SERVICE_NAMES
+from lawtap.streams.gather import gather_payloads
 from lawtap.streams.reassembly import Data, Gap, TcpStream
 
 # IN_LANE: analyzed by the lane's process; IN_DNS_SET: one of the UDP DNS flows of DnsFlows
@@ -97,6 +98,9 @@ class StreamDispatcher:
         self.files: list[tuple[int, ConnInfo, FileObject]] = []
         self.weirds: list[tuple[int, str, str, float]] = []
         self.analyzed_packets = 0
+        # Merged TCP runs are gathered here, one after the other. Nothing keeps a view of it:
+        # analyzers are fed copies (_deliver), and the reassembler and DPI copy what they keep.
+        self._gathered = np.empty(1 << 20, dtype=np.uint8)
         # Data connections announced by control connections (FTP PORT/PASV, IRC DCC, TFTP):
         # a new flow matching one goes straight to the channel's analyzer, without DPI.
         self.channels: list = []
@@ -138,7 +142,7 @@ class StreamDispatcher:
         by flow (flows in the order of their first packet in the batch, so a control connection
         announcing a data channel, or SIP announcing RTP, is handled before the flow it
         announces), consecutive in-sequence TCP segments of one direction are merged into one
-        segment (its payloads joined when it is fed), and an analyzed UDP flow gets all
+        segment (its payloads gathered by a kernel when it is fed), and an analyzed UDP flow gets all
         its datagrams of the batch in one :meth:`StreamAnalyzer.datagram_batch` call.
         ``PS`` carries the service the flow kernel already recognised (DNS), which spares DPI.
         """
@@ -184,11 +188,12 @@ class StreamDispatcher:
         run_end = np.empty(n, dtype=np.int64)  # per position: where the run containing it ends
         ends = np.append(run_starts[1:], n)
         run_end[:] = np.repeat(ends, np.diff(np.append(run_starts, n)))
-        # A merged run's bytes are joined when it is fed, not before: a flow may be ignored
-        # after its first payloads (DPI gave up, TLS after its handshake, another process's
-        # flow), and its later runs of the batch are then never copied. Single segments stay
-        # zero-copy. (``bytes.join`` of memoryview slices copies at memcpy speed, several times
-        # a byte-loop kernel's, and gives the analyzer bytes it takes without another copy.)
+        # A merged run's bytes are gathered (by a kernel) when it is fed, not before: a flow may
+        # be ignored after its first payloads (DPI gave up, TLS after its handshake, another
+        # process's flow), and its later runs of the batch are then never copied. Single
+        # segments stay zero-copy.
+        g_pos = np.zeros(n + 1, dtype=np.int64)
+        np.cumsum(len_a, out=g_pos[1:])
 
         group_starts = np.flatnonzero(np.append(True, fid_a[1:] != fid_a[:-1])).tolist()
         group_ends = group_starts[1:] + [n]
@@ -201,6 +206,7 @@ class StreamDispatcher:
         flags = flag_a.tolist()
         times = time_a.tolist()
         run_ends = run_end.tolist()
+        gpos = g_pos.tolist()
         kernel_svc = PS[idx].tolist() if PS is not None else None
         mv = memoryview(data)
         flows = self.flows
@@ -257,8 +263,12 @@ class StreamDispatcher:
                 if e - k == 1:
                     off = offs[k]
                     payload = mv[off : off + lens[k]]
-                else:  # one join of the run's slices: memcpy speed, and the analyzer takes the bytes as they are
-                    payload = b"".join([mv[o : o + ln] for o, ln in zip(offs[k:e], lens[k:e])])
+                else:  # into the reused scratch buffer: whoever keeps bytes copies them (see _deliver)
+                    size = gpos[e] - gpos[k]
+                    if size > self._gathered.shape[0]:
+                        self._gathered = np.empty(max(size, 2 * self._gathered.shape[0]), dtype=np.uint8)
+                    gather_payloads(data, off_a[k:e], len_a[k:e], self._gathered)
+                    payload = memoryview(self._gathered)[:size]
                 last = e - 1
                 self._feed(fid, flow, bool(origs[k]), seqs[k], acks[last], flags[last], payload, times[k])
                 k = e
