@@ -195,38 +195,61 @@ class StreamDispatcher:
         g_pos = np.zeros(n + 1, dtype=np.int64)
         np.cumsum(len_a, out=g_pos[1:])
 
-        group_starts = np.flatnonzero(np.append(True, fid_a[1:] != fid_a[:-1])).tolist()
-        group_ends = group_starts[1:] + [n]
-        fids = fid_a.tolist()
-        origs = dir_a.tolist()
-        offs = off_a.tolist()
-        lens = len_a.tolist()
-        seqs = seq_a.tolist()
-        acks = D[idx, dk.C_ACK].tolist()
-        flags = flag_a.tolist()
-        times = time_a.tolist()
-        run_ends = run_end.tolist()
+        g_starts = np.flatnonzero(np.append(True, fid_a[1:] != fid_a[:-1]))
+        g_sizes = np.diff(np.append(g_starts, n))
+        g_fids = fid_a[g_starts]
+        # Bulk groups: UDP flows already being analyzed with three or more datagrams here go to
+        # their analyzer's datagram_batch as array slices, and need no Python values per packet
+        # (RTP: most of the lane's packets). Only the other groups' rows become lists, indexed
+        # from ``a - shift`` for a group starting at ``a``.
+        bulk = (self.state[g_fids] == ANALYZING) & ~tcp_a[g_starts] & (g_sizes > 2)
+        kept_sizes = np.where(bulk, 0, g_sizes)
+        shifts = g_starts - (np.cumsum(kept_sizes) - kept_sizes)
+        R = np.flatnonzero(np.repeat(~bulk, g_sizes))
+        row_shift = np.repeat(shifts[~bulk], g_sizes[~bulk])
+        g_pos = np.zeros(len(R) + 1, dtype=np.int64)
+        np.cumsum(len_a[R], out=g_pos[1:])
+        origs = dir_a[R].tolist()
+        offs = off_a[R].tolist()
+        lens = len_a[R].tolist()
+        seqs = seq_a[R].tolist()
+        acks = D[idx[R], dk.C_ACK].tolist()
+        flags = flag_a[R].tolist()
+        times = time_a[R].tolist()
+        run_ends = (run_end[R] - row_shift).tolist()
         gpos = g_pos.tolist()
-        kernel_svc = PS[idx].tolist() if PS is not None else None
+        kernel_svc = PS[idx[R]].tolist() if PS is not None else None
         mv = memoryview(data)
         flows = self.flows
         state = self.state
+        g_list = g_starts.tolist()
+        fid_list = g_fids.tolist()
         if self.uids_of is not None:
-            starts = [a for a in group_starts if fids[a] not in flows]
-            fresh = [fids[a] for a in starts]
+            starts = [g for g, fid in enumerate(fid_list) if fid not in flows]
+            fresh = [fid_list[g] for g in starts]
             self._new_uids = dict(zip(fresh, self.uids_of(np.array(fresh, dtype=np.int64)))) if fresh else {}
             # The new flows' endpoint addresses, formatted by one kernel call per side.
-            rows = idx[np.array(starts, dtype=np.int64)]
+            rows = idx[g_starts[np.array(starts, dtype=np.int64)]]
             srcs = address_strings(A[rows, 0], A[rows, 1]).to_pylist()
             dsts = address_strings(A[rows, 2], A[rows, 3]).to_pylist()
             self._new_addrs = dict(zip(fresh, zip(srcs, dsts)))
-        for a, b in zip(group_starts, group_ends):
-            fid = fids[a]
+        for ga, size, fid, is_bulk, sh in zip(g_list, g_sizes.tolist(), fid_list, bulk.tolist(), shifts.tolist()):
+            if is_bulk:
+                flow = flows.get(fid)
+                if flow is None or flow.analyzer is None or state[fid] != ANALYZING:
+                    continue
+                an = flow.analyzer
+                gb = ga + size
+                an.datagram_batch(data, off_a[ga:gb], len_a[ga:gb], dir_a[ga:gb].astype(np.bool_), time_a[ga:gb])
+                self._after_feed(fid, flow, an, float(time_a[gb - 1]))
+                continue
+            a = ga - sh  # the group's rows in the lists: a .. b
+            b = a + size
             flow = flows.get(fid)
             if flow is None:
                 if state[fid] == IGNORED:
                     continue
-                i = int(idx[a])
+                i = int(idx[ga])
                 flow = self._new_flow(fid, A[i], D[i], bool(origs[a]))
                 if self.channels:
                     self._claim_channel(fid, flow, times[a])
@@ -249,7 +272,8 @@ class StreamDispatcher:
             if flow.stream is None and flow.analyzer is not None:
                 an = flow.analyzer
                 if b - k > 2 or type(an).datagram_batch is not _DEFAULT_DATAGRAM_BATCH:
-                    an.datagram_batch(data, off_a[k:b], len_a[k:b], dir_a[k:b].astype(np.bool_), time_a[k:b])
+                    an.datagram_batch(data, off_a[k + sh : b + sh], len_a[k + sh : b + sh],
+                                      dir_a[k + sh : b + sh].astype(np.bool_), time_a[k + sh : b + sh])
                 else:  # a short exchange (a DNS query and its answer): no array slicing
                     for j in range(k, b):
                         off = offs[j]
@@ -267,7 +291,7 @@ class StreamDispatcher:
                     size = gpos[e] - gpos[k]
                     if size > self._gathered.shape[0]:
                         self._gathered = np.empty(max(size, 2 * self._gathered.shape[0]), dtype=np.uint8)
-                    gather_payloads(data, off_a[k:e], len_a[k:e], self._gathered)
+                    gather_payloads(data, off_a[k + sh : e + sh], len_a[k + sh : e + sh], self._gathered)
                     payload = memoryview(self._gathered)[:size]
                 last = e - 1
                 self._feed(fid, flow, bool(origs[k]), seqs[k], acks[last], flags[last], payload, times[k])
