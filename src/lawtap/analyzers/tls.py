@@ -22,6 +22,7 @@ Field names follow Zeek's ssl.log (``version``, ``cipher``, ``curve``, ``server_
 from __future__ import annotations
 
 import hashlib
+import struct
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -239,6 +240,9 @@ def is_grease(v: int) -> bool:
     return (v & 0x0F0F) == 0x0A0A and (v >> 8) == (v & 0xFF)
 
 
+GREASE = frozenset(range(0x0A0A, 0x10000, 0x1010))  # the same values, for ``in`` tests in bulk
+
+
 # --------------------------------------------------------------------------------------------
 # Hello parsing
 
@@ -318,18 +322,44 @@ class ServerHello:
         return self.selected_version if self.selected_version is not None else self.version
 
 
-def _extensions(r: _Reader) -> list[tuple[int, bytes]]:
+def _extensions(b: bytes, o: int) -> list[tuple[int, bytes]]:
+    """The extension block at ``b[o:]`` as (type, body) pairs; none if the hello ends at ``o``.
+    ValueError("truncated") if the block or an extension in it is cut short."""
+    end = len(b)
+    if o >= end:
+        return []
+    if o + 2 > end:
+        raise ValueError("truncated")
+    stop = o + 2 + ((b[o] << 8) | b[o + 1])
+    if stop > end:
+        raise ValueError("truncated")
+    o += 2
     out: list[tuple[int, bytes]] = []
-    if r.left() == 0:
-        return out
-    total = r.u16()
-    er = _Reader(r.b, r.o, r.o + total)
-    r.take(total)
-    while er.left() > 0:
-        t = er.u16()
-        ln = er.u16()
-        out.append((t, er.take(ln)))
+    while o < stop:
+        if o + 4 > stop:
+            raise ValueError("truncated")
+        t = (b[o] << 8) | b[o + 1]
+        ln = (b[o + 2] << 8) | b[o + 3]
+        o += 4
+        if o + ln > stop:
+            raise ValueError("truncated")
+        out.append((t, b[o : o + ln]))
+        o += ln
     return out
+
+
+def _u16s(b: bytes, o: int, n: int) -> list[int]:
+    """The ``n // 2`` big-endian 16-bit values at ``b[o:]`` (the caller checked the length)."""
+    return list(struct.unpack_from(">%dH" % (n // 2), b, o))
+
+
+def _vector16(v: bytes) -> tuple[int, int] | None:
+    """Where the body of a 16-bit-length vector at the start of ``v`` begins and ends; None if
+    it is cut short."""
+    if len(v) < 2:
+        return None
+    stop = 2 + ((v[0] << 8) | v[1])
+    return (2, stop) if stop <= len(v) else None
 
 
 def _str(b: bytes) -> str:
@@ -337,48 +367,78 @@ def _str(b: bytes) -> str:
 
 
 def parse_client_hello(body: bytes) -> ClientHello:
-    """Parse a ClientHello handshake body (after the 4-byte handshake header). Raises ValueError."""
-    r = _Reader(body)
-    version = r.u16()
-    rnd = r.take(32)
-    sid = r.take(r.u8())
-    n = r.u16()
+    """Parse a ClientHello handshake body (after the 4-byte handshake header). Raises ValueError
+    when it is cut short; a malformed extension body leaves its field empty (or, for lists of
+    names, with the names before the damage).
+
+    Offsets and ``struct`` rather than a reader object: a hello is some 100 fields, and a call
+    per field was most of the TLS analyzer's time (tests/test_tls.py checks it against the
+    reader-based parser it replaced).
+    """
+    b = bytes(body)
+    end = len(b)
+    if end < 35:
+        raise ValueError("truncated")
+    version = (b[0] << 8) | b[1]
+    rnd = b[2:34]
+    o = 35 + b[34]
+    if o + 2 > end:
+        raise ValueError("truncated")
+    sid = b[35:o]
+    n = (b[o] << 8) | b[o + 1]
+    o += 2
     if n % 2:
         raise ValueError("odd cipher suites length")
-    cr = _Reader(r.take(n))
-    ciphers = [cr.u16() for _ in range(n // 2)]
-    comp = list(r.take(r.u8()))
+    if o + n + 1 > end:
+        raise ValueError("truncated")
+    ciphers = _u16s(b, o, n)
+    o += n
+    stop = o + 1 + b[o]
+    if stop > end:
+        raise ValueError("truncated")
+    comp = list(b[o + 1 : stop])
     ch = ClientHello(version, rnd, sid, ciphers, comp)
-    ch.extensions = _extensions(r)
+    ch.extensions = _extensions(b, stop)
     for t, v in ch.extensions:
-        try:
-            er = _Reader(v)
-            if t == EXT_SNI and v:
-                lr = _Reader(er.take(er.u16()))
-                while lr.left() > 0:
-                    typ = lr.u8()
-                    name = lr.take(lr.u16())
-                    if typ == 0:
-                        ch.server_names.append(_str(name))
-            elif t == EXT_GROUPS:
-                lr = _Reader(er.take(er.u16()))
-                ch.groups = [lr.u16() for _ in range(lr.left() // 2)]
-            elif t == EXT_POINT_FORMATS:
-                ch.point_formats = list(er.take(er.u8()))
-            elif t == EXT_SIG_ALGS:
-                lr = _Reader(er.take(er.u16()))
-                ch.sig_algs = [lr.u16() for _ in range(lr.left() // 2)]
-            elif t == EXT_ALPN:
-                lr = _Reader(er.take(er.u16()))
-                while lr.left() > 0:
-                    p = lr.take(lr.u8())
-                    ch.alpn_raw.append(p)
-                    ch.alpn.append(_str(p))
-            elif t == EXT_SUPPORTED_VERSIONS:
-                lr = _Reader(er.take(er.u8()))
-                ch.supported_versions = [lr.u16() for _ in range(lr.left() // 2)]
-        except ValueError:
-            continue  # a malformed extension body does not invalidate the hello
+        if t == EXT_SNI and v:
+            span = _vector16(v)
+            if span is None:
+                continue
+            p, stop = span
+            while p + 3 <= stop:  # (type, 16-bit length, name) entries
+                nl = (v[p + 1] << 8) | v[p + 2]
+                if p + 3 + nl > stop:
+                    break
+                if v[p] == 0:
+                    ch.server_names.append(_str(v[p + 3 : p + 3 + nl]))
+                p += 3 + nl
+        elif t == EXT_GROUPS or t == EXT_SIG_ALGS:
+            span = _vector16(v)
+            if span is not None:
+                values = _u16s(v, 2, span[1] - 2)
+                if t == EXT_GROUPS:
+                    ch.groups = values
+                else:
+                    ch.sig_algs = values
+        elif t == EXT_POINT_FORMATS:
+            if v and 1 + v[0] <= len(v):
+                ch.point_formats = list(v[1 : 1 + v[0]])
+        elif t == EXT_ALPN:
+            span = _vector16(v)
+            if span is None:
+                continue
+            p, stop = span
+            while p < stop:  # (8-bit length, protocol) entries
+                m = v[p]
+                if p + 1 + m > stop:
+                    break
+                name = v[p + 1 : p + 1 + m]
+                ch.alpn_raw.append(name)
+                ch.alpn.append(_str(name))
+                p += 1 + m
+        elif t == EXT_SUPPORTED_VERSIONS:
+            if v and 1 + v[0] <= len(v):
+                ch.supported_versions = _u16s(v, 1, v[0])
     return ch
 
 
@@ -397,30 +457,39 @@ def parse_sslv2_client_hello(msg: bytes) -> ClientHello:
 
 
 def parse_server_hello(body: bytes) -> ServerHello:
-    r = _Reader(body)
-    version = r.u16()
-    rnd = r.take(32)
+    """Parse a ServerHello handshake body (offsets, as :func:`parse_client_hello`)."""
+    b = bytes(body)
+    end = len(b)
+    if end < 34:
+        raise ValueError("truncated")
+    version = (b[0] << 8) | b[1]
+    rnd = b[2:34]
     if version >> 8 in (0x7F, 0x7E) and version & 0xFF < 22:
         # TLS 1.3 drafts before -22: no session id, no compression method
-        sid, cipher, comp = b"", r.u16(), 0
+        if end < 36:
+            raise ValueError("truncated")
+        sid, cipher, comp, o = b"", (b[34] << 8) | b[35], 0, 36
     else:
-        sid = r.take(r.u8())
-        cipher = r.u16()
-        comp = r.u8()
+        if end < 35:
+            raise ValueError("truncated")
+        o = 35 + b[34]
+        if o + 3 > end:
+            raise ValueError("truncated")
+        sid = b[35:o]
+        cipher = (b[o] << 8) | b[o + 1]
+        comp = b[o + 2]
+        o += 3
     sh = ServerHello(version, rnd, sid, cipher, comp)
-    sh.extensions = _extensions(r)
+    sh.extensions = _extensions(b, o)
     for t, v in sh.extensions:
-        try:
-            er = _Reader(v)
-            if t == EXT_SUPPORTED_VERSIONS and len(v) == 2:
-                sh.selected_version = er.u16()
-            elif t in (EXT_KEY_SHARE, 40) and len(v) >= 2:  # 40: key_share of drafts <= 22
-                sh.key_share_group = er.u16()
-            elif t == EXT_ALPN and v:
-                lr = _Reader(er.take(er.u16()))
-                sh.alpn = _str(lr.take(lr.u8()))
-        except ValueError:
-            continue
+        if t == EXT_SUPPORTED_VERSIONS and len(v) == 2:
+            sh.selected_version = (v[0] << 8) | v[1]
+        elif t in (EXT_KEY_SHARE, 40) and len(v) >= 2:  # 40: key_share of drafts <= 22
+            sh.key_share_group = (v[0] << 8) | v[1]
+        elif t == EXT_ALPN and v:
+            span = _vector16(v)
+            if span is not None and span[1] > 2 and 3 + v[2] <= span[1]:
+                sh.alpn = _str(v[3 : 3 + v[2]])
     return sh
 
 
@@ -432,9 +501,9 @@ def ja3_string(ch: ClientHello) -> str:
     return ",".join(
         [
             str(ch.version),
-            "-".join(str(c) for c in ch.ciphers if not is_grease(c)),
-            "-".join(str(e) for e in ch.ext_types if not is_grease(e)),
-            "-".join(str(g) for g in ch.groups if not is_grease(g)),
+            "-".join(str(c) for c in ch.ciphers if c not in GREASE),
+            "-".join(str(e) for e in ch.ext_types if e not in GREASE),
+            "-".join(str(g) for g in ch.groups if g not in GREASE),
             "-".join(str(p) for p in ch.point_formats),
         ]
     )
@@ -446,7 +515,7 @@ def ja3(ch: ClientHello) -> str:
 
 def ja3s_string(sh: ServerHello) -> str:
     return ",".join(
-        [str(sh.version), str(sh.cipher), "-".join(str(e) for e in sh.ext_types if not is_grease(e))]
+        [str(sh.version), str(sh.cipher), "-".join(str(e) for e in sh.ext_types if e not in GREASE)]
     )
 
 
@@ -464,9 +533,9 @@ def _sha12(s: str) -> str:
 
 def ja4(ch: ClientHello, proto: str = "t") -> str:
     """JA4 (TLS client) fingerprint: ``proto`` is ``t`` (TCP), ``q`` (QUIC) or ``d`` (DTLS)."""
-    ciphers = [c for c in ch.ciphers if not is_grease(c)]
-    exts = [e for e in ch.ext_types if not is_grease(e)]
-    versions = [v for v in ch.supported_versions if not is_grease(v)]
+    ciphers = [c for c in ch.ciphers if c not in GREASE]
+    exts = [e for e in ch.ext_types if e not in GREASE]
+    versions = [v for v in ch.supported_versions if v not in GREASE]
     ver = max(versions) if versions else ch.version
     sni = "d" if EXT_SNI in exts else "i"
     if ch.alpn_raw and ch.alpn_raw[0]:
@@ -481,7 +550,7 @@ def ja4(ch: ClientHello, proto: str = "t") -> str:
     part_a = f"{proto}{JA4_VERSIONS.get(ver, '00')}{sni}{min(len(ciphers), 99):02d}{min(len(exts), 99):02d}{alpn}"
     part_b = _sha12(",".join(sorted(f"{c:04x}" for c in ciphers))) if ciphers else "000000000000"
     rest = sorted(f"{e:04x}" for e in exts if e not in (EXT_SNI, EXT_ALPN))
-    sigs = [f"{s:04x}" for s in ch.sig_algs if not is_grease(s)]
+    sigs = [f"{s:04x}" for s in ch.sig_algs if s not in GREASE]
     if rest:
         part_c = _sha12(",".join(rest) + ("_" + ",".join(sigs) if sigs else ""))
     else:
