@@ -147,3 +147,28 @@ def test_ctrl_c_leaves_a_complete_case(tmp_path: Path, lane: str) -> None:
         # The run got to its first batch (before that there is nothing to lose), and the lane
         # analyzed every batch the main process began: the capture has RTP (the lane's) throughout.
         assert meta["records"]["rtp"] > 0
+
+
+def test_analyze_tunes_the_garbage_collector_for_the_run(tmp_path: Path, monkeypatch) -> None:
+    """``lawtap analyze`` freezes the start-up objects and collects less often (see
+    ``tune_gc_for_a_run``); a library call to run_analysis leaves the host's settings alone."""
+    import gc
+
+    from click.testing import CliRunner
+
+    from lawtap.cli import main
+    from lawtap.pipeline import run_analysis
+    from lawtap.sources import open_capture
+
+    path = tmp_path / "none.pcap"
+    path.write_bytes(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
+    before = gc.get_threshold()
+    try:
+        run_analysis([open_capture(path)], tmp_path / "library", progress=False)
+        assert gc.get_threshold() == before
+        result = CliRunner().invoke(main, ["analyze", str(path), "-o", str(tmp_path / "cli")])
+        assert result.exit_code == 0, result.output
+        assert gc.get_threshold() == (10_000, 20, 20) and gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)

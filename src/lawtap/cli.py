@@ -106,7 +106,7 @@ def main() -> None:
 @click.option("--force", is_flag=True, help="Replace an existing case directory.")
 def analyze(inputs, case_dir, json_logs, interface, bpf, count, duration, no_dpi, no_analyzers, no_extract, progress, force) -> None:
     """Analyze captures (pcap, pcapng, gzip; files or directories, merged in time order)."""
-    from lawtap.pipeline import run_analysis
+    from lawtap.pipeline import run_analysis, tune_gc_for_a_run
     from lawtap.sources import expand_inputs, open_capture
 
     if interface:
@@ -123,6 +123,7 @@ def analyze(inputs, case_dir, json_logs, interface, bpf, count, duration, no_dpi
         if not paths:
             raise LawtapError(f"no capture files found in {', '.join(map(str, inputs))}")
         sources = [open_capture(p, file_id=i) for i, p in enumerate(paths)]
+    tune_gc_for_a_run()
     stats = run_analysis(sources, case_dir, json_logs=json_logs, dpi=not no_dpi, analyzers=not no_analyzers,
                          extract=not no_extract, progress=progress, overwrite=force, command=sys.argv)
     click.echo(

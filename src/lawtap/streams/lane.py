@@ -249,13 +249,14 @@ class _Grants:
 
 
 def _serve(conn, salt: bytes, paths: list[str], artifact_root: Path | None, dpi: bool) -> None:
-    from lawtap.pipeline import Analyzer, read_ahead
+    from lawtap.pipeline import Analyzer, read_ahead, tune_gc_for_a_run
     from lawtap.sources import open_capture
 
     classify = None
     if dpi:
         from lawtap.dpi import classify
     analyzer = Analyzer(salt, paths, classify=classify, artifact_root=artifact_root, role="lane")
+    tune_gc_for_a_run()
     sources = [open_capture(p, file_id=i) for i, p in enumerate(paths)]
     grants = _Grants(conn)
     services = analyzer.dispatcher.services
