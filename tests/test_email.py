@@ -1409,3 +1409,36 @@ def test_pipeline_end_to_end(cap):
     att = cap.parent / "oracle" / "tshark" / "imf_attachments.tsv"
     if att.exists() and cap_id(cap) != "zeek__smtp":  # zeek__smtp: see TSHARK_BROKEN_STREAMS
         assert {r["sha256"] for r in tsv(att)} <= shas
+
+
+# The base64 kernel against binascii's strict decoder (after dropping CR/LF), on random text
+# near base64: the same bytes, or refused exactly where binascii refuses.
+_B64_TEXT = st.lists(st.sampled_from([b"QUJD", b"ZGVm", b"Zw==", b"aGk=", b"QR==", b"QUI=", b"\r\n", b"\n", b"\r", b"=",
+                                      b"A", b"AB", b"ABC", b"!", b" ", b"-", b"\x80", b"+/+/", b"===="]), max_size=40)
+
+
+@given(_B64_TEXT)
+@settings(max_examples=600, deadline=None)
+def test_base64_kernel_is_binascii_strict(pieces):
+    import binascii
+
+    from lawtap.analyzers.base64_lines import decode_base64_lines
+
+    data = b"".join(pieces)
+    try:
+        expected = binascii.a2b_base64(data.translate(None, b"\r\n"), strict_mode=True)
+    except binascii.Error:
+        expected = None
+    assert decode_base64_lines(data) == expected
+
+
+def test_base64_kernel_on_attachments() -> None:
+    import base64
+    import os
+
+    for size in (0, 1, 2, 3, 57, 58, 1000, 100_000):
+        data = os.urandom(size)
+        for text in (base64.encodebytes(data), base64.encodebytes(data).replace(b"\n", b"\r\n"), base64.b64encode(data)):
+            from lawtap.analyzers.base64_lines import decode_base64_lines
+
+            assert decode_base64_lines(text) == data

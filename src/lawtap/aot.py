@@ -61,11 +61,12 @@ EXPORTS: tuple[tuple[str, str, str], ...] = (
     ("lawtap.analyzers.rtp", "_place_packets", "i8(i8[::1], i8[::1], i8, i8, i8[::1])"),
     ("lawtap.analyzers.rtp", "_scatter_samples", "void(i2[::1], i8[::1], i8[::1], i2[::1])"),
     ("lawtap.analyzers.g711", "expand_codes", "void(u1[::1], i2[::1], i2[::1])"),
+    ("lawtap.analyzers.base64_lines", "decode_lines", "i8(u1[::1], u1[::1], u1[::1])"),
 )
 # Sources the compiled module depends on (the kernels, their helpers and constants).
 SOURCES = ("jit.py", "aot.py", "decode/kernel.py", "flows/table.py", "sources/pcap.py", "sources/pcapng.py",
            "streams/gather.py", "analyzers/dns_scan.py", "analyzers/rtp.py",
-           "analyzers/g711.py")
+           "analyzers/g711.py", "analyzers/base64_lines.py")
 
 _DTYPES = {"u1": np.uint8, "i1": np.int8, "i2": np.int16, "i4": np.int32, "i8": np.int64, "u8": np.uint64, "b1": np.bool_, "f8": np.float64}
 _ARRAY = re.compile(r"^(\w\w)\[([:, ]*)(::1)?\]$")

@@ -31,6 +31,7 @@ from typing import Any
 import pyarrow as pa
 
 from lawtap.analyzers.base import FileObject
+from lawtap.analyzers.base64_lines import decode_base64_lines
 
 TS = pa.timestamp("us", tz="UTC")
 COMMON = [
@@ -543,19 +544,19 @@ def decoded_payload(part: email.message.Message) -> bytes | str | None:
     Why: for base64, the email package splits the payload into lines and joins them again
     (an object per 76-character line, most of an attachment's cost), then decodes strictly.
     When the payload, without its line breaks, is strict base64 the result is the same bytes
-    (and the package would note no defect); anything else takes the package's own path.
+    (and the package would note no defect): :mod:`lawtap.analyzers.base64_lines` decodes it
+    in one pass. Anything else takes the package's own path.
     """
     payload = part._payload  # (compat32: the str the parser left, or a list of parts)
     if isinstance(payload, str) and str(part.get("content-transfer-encoding", "")).lower() == "base64":
         try:
-            compact = payload.encode("ascii").translate(None, b"\r\n")  # = b"".join(splitlines())
+            raw = payload.encode("ascii")
         except UnicodeError:  # surrogates or non-ASCII: the package knows what to do
-            compact = None
-        if compact is not None and len(compact) % 4 == 0:
-            try:
-                return binascii.a2b_base64(compact, strict_mode=True)
-            except binascii.Error:
-                pass
+            raw = None
+        if raw is not None:
+            decoded = decode_base64_lines(raw)  # strict base64 of the lines, in one kernel pass
+            if decoded is not None:
+                return decoded
     return part.get_payload(decode=True)
 
 
