@@ -19,21 +19,10 @@ import click  # noqa: E402 - after the environment is set for numpy
 
 from lawtap import __version__  # noqa: E402
 from lawtap.errors import LawtapError  # noqa: E402
+from lawtap.nopandas import keep_pandas_out  # noqa: E402
 
 EXIT_ERROR = 2
 EXIT_INTERRUPTED = 130
-
-
-class _NoPandas:
-    """Import hook that makes ``import pandas`` fail in the ``lawtap`` command's process.
-
-    Why: pyarrow imports pandas (~0.3 s) on its first array conversion whenever pandas is
-    installed, and no lawtap command uses pandas; pyarrow treats the ImportError as "no pandas".
-    """
-
-    def find_spec(self, name: str, path: object = None, target: object = None) -> None:
-        if name == "pandas":
-            raise ModuleNotFoundError("pandas is not used by the lawtap command", name=name)
 
 
 def _fail(message: str) -> None:
@@ -87,8 +76,7 @@ def main() -> None:
 
     lawtap only reads traffic: it never blocks, injects or alters packets.
     """
-    if "pandas" not in sys.modules:
-        sys.meta_path.insert(0, _NoPandas())
+    keep_pandas_out()
 
 
 @main.command()

@@ -180,9 +180,9 @@ def _worker_main(fd: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process decides when the run ends
     conn = Connection(fd)
     try:
-        from lawtap.cli import _NoPandas
+        from lawtap.nopandas import keep_pandas_out
 
-        sys.meta_path.insert(0, _NoPandas())
+        keep_pandas_out()
         salt, paths, artifact_root, dpi = conn.recv()
         _serve(conn, salt, paths, Path(artifact_root) if artifact_root is not None else None, dpi)
     except BaseException:  # noqa: BLE001 - reported to the main process as one line
