@@ -154,6 +154,22 @@ class TestG711:
         ch, rate, back = g711.read_wav(g711.wav_bytes(st, channels=2))
         assert ch == 2 and (back == st).all()
 
+    @pytest.mark.parametrize("channels", [1, 2])
+    @pytest.mark.parametrize("n", [0, 1, 7, 8000])
+    def test_wav_bytes_are_the_wave_modules(self, n, channels):
+        """The header is built directly; byte for byte what the ``wave`` module writes."""
+        import io
+        import wave
+
+        samples = np.random.default_rng(n).integers(-32768, 32768, (n, channels) if channels > 1 else n, dtype=np.int16)
+        buf = io.BytesIO()
+        with wave.open(buf, "wb") as w:
+            w.setnchannels(channels)
+            w.setsampwidth(2)
+            w.setframerate(8000)
+            w.writeframes(samples.astype("<i2").tobytes())
+        assert g711.wav_bytes(samples, channels=channels) == buf.getvalue()
+
 
 # ======================================================================================
 # SDP
