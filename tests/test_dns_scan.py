@@ -241,3 +241,16 @@ def _udp53_payloads(path: Path) -> list[bytes]:
             o, n = int(Dc[i, dk.C_PAY_OFF]), int(Dc[i, dk.C_PAY_LEN])
             out.append(bytes(b.data[o:o + n]))
     return out
+
+
+@given(st.text(alphabet="ab.-", max_size=60), st.lists(st.tuples(st.integers(0, 60), st.integers(0, 60),
+                                                                  st.integers(0, 60), st.integers(0, 60)), max_size=20))
+@settings(max_examples=300, deadline=None)
+def test_same_spans_is_slice_equality(text, spans) -> None:
+    """The vectorized name comparison (a query's against its response's) is str slicing's."""
+    from lawtap.analyzers.dns import _same_spans
+
+    spans = [(min(a, len(text)), min(max(a, b), len(text)), min(c, len(text)), min(max(c, d), len(text)))
+             for a, b, c, d in spans]
+    cols = [np.array([s[i] for s in spans], dtype=np.int64) for i in range(4)]
+    assert _same_spans(text, *cols).tolist() == [text[a:b] == text[c:d] for a, b, c, d in spans]
