@@ -269,6 +269,8 @@ class Analyzer:
         else:
             self.engine.ended_fids += ended
         last_ended = list(self.engine.ended_fids)
+        if self.lane is not None:  # the lane finishes while this process does
+            self.lane.announce_finish(last_ended)
         yield from self._records()
         if self.dispatcher is not None:
             self.dispatcher.end_all(self._last_ts / 1e9)

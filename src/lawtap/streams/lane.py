@@ -90,6 +90,7 @@ class RemoteLane:
                                           start_new_session=True)  # Ctrl-C reaches the main process only
         self._conn = Connection(ours.detach())
         self._broken: BaseException | None = None
+        self._finishing = False  # "finish" sent
         self.granted = 0  # batches granted
         self.answered = 0  # batches the lane has answered
         self.services: dict[int, str] = {}  # fid -> service, of the lane's flows that ended
@@ -140,10 +141,17 @@ class RemoteLane:
             raise self._failed(f"{e} (exit code {self._wait()})") from None
         return self._take_inbox()
 
+    def announce_finish(self, ended: list[int]) -> None:
+        """Tell the lane the run ends after the batches granted (``ended``: the flows the table
+        ended last), so that it finishes while this process does the same."""
+        if not self._finishing:
+            self._finishing = True
+            self._send(("finish", self.granted, ended))
+
     def finish(self, ended: list[int]) -> list[tuple[str, pa.RecordBatch]]:
-        """End the lane after the batches granted (``ended``: the flows the table ended last);
-        wait for it and return its last records."""
-        self._send(("finish", self.granted, ended))
+        """End the lane (if :meth:`announce_finish` has not yet), wait for it and return its
+        last records."""
+        self.announce_finish(ended)
         try:
             if self._broken is not None:
                 raise self._broken
