@@ -197,10 +197,10 @@ def test_a_run_that_cannot_open_its_case_stops_the_lane(tmp_path: Path, monkeypa
     assert len(closed) == 1 and closed[0].poll() is not None
 
 
-def test_the_lanes_records_of_flows_kept_here_are_dropped_and_counted_rows_are() -> None:
+def test_the_lanes_records_of_flows_kept_here_are_dropped_and_its_weirds_counted() -> None:
     """A data channel announced in the main process may claim a flow the lane also analyzed
-    (it could not know): the main process drops the lane's rows for it. The lane's conn rows
-    count as flows and its weirds as anomalies of the run."""
+    (it could not know): the main process drops the lane's rows for it. The lane's weirds
+    count as anomalies of the run."""
     import pyarrow as pa
 
     from lawtap.pipeline import Analyzer
@@ -213,10 +213,44 @@ def test_the_lanes_records_of_flows_kept_here_are_dropped_and_counted_rows_are()
     an.use_lane(Lane())
     an.dispatcher.kept_from_lane = [7]
     kept_uid, other_uid = an.engine.uids(np.array([7, 8]))
-    conn = pa.RecordBatch.from_pylist([{"uid": kept_uid}, {"uid": other_uid}], schema=SCHEMAS["conn"])
+    sip = pa.RecordBatch.from_pylist([{"uid": kept_uid}, {"uid": other_uid}], schema=SCHEMAS["sip"])
     weird = pa.RecordBatch.from_pylist([{"name": "w1", "uid": other_uid}, {"name": "w2", "uid": kept_uid},
                                         {"name": "w3"}], schema=SCHEMAS["weird"])
-    out = dict(an._lane_records([("conn", conn), ("weird", weird)]))
-    assert out["conn"].column("uid").to_pylist() == [other_uid]
+    out = dict(an._lane_records([("sip", sip), ("weird", weird)]))
+    assert out["sip"].column("uid").to_pylist() == [other_uid]
     assert out["weird"].column("name").to_pylist() == ["w1", "w3"]  # rows without a uid stay
-    assert an.stats.flows == 1 and dict(an.stats.weirds) == {"w1": 1, "w3": 1}
+    assert dict(an.stats.weirds) == {"w1": 1, "w3": 1}
+
+
+def test_conn_rows_of_the_lanes_flows_wait_for_its_services() -> None:
+    """The main process writes every conn record; those of the lane's flows (UDP flows the
+    flow kernel did not name, TCP flows handed over) wait until the lane has answered the batch
+    they ended in, and take the service it found (the main process's own guess otherwise)."""
+    import pyarrow as pa
+
+    from lawtap.pipeline import Analyzer
+    from lawtap.records import SCHEMAS
+
+    class Lane:  # what Analyzer needs of a RemoteLane here
+        granted = answered = 0
+        services: dict[int, str] = {}
+
+        def advance(self, *flows) -> None: ...
+
+    lane = Lane()
+    an = Analyzer(b"\1" * 32, [], analyzers=True)
+    an.use_lane(lane)
+    an.dispatcher.lane_owned[[3, 4]] = [2, 1]  # 3: a DNS flow the main process kept; 4: TCP handed over
+    rows = [{"uid": "C1", "fid": 1, "ip_proto": 6, "service": "http"},  # the main process's
+            {"uid": "C2", "fid": 2, "ip_proto": 17},  # UDP: the lane's
+            {"uid": "C3", "fid": 3, "ip_proto": 17, "service": "dns"},
+            {"uid": "C4", "fid": 4, "ip_proto": 6, "service": "smtp"}]
+    lane.granted = 5
+    written = an._hold_lane_conn(pa.RecordBatch.from_pylist(rows, schema=SCHEMAS["conn"]))
+    assert written.column("uid").to_pylist() == ["C1", "C3"]
+    assert list(an._lane_conn(lane)) == []  # the lane has not answered batch 5 yet
+    lane.answered, lane.services = 5, {2: "sip", 99: "rtp"}
+    (kind, held), = an._lane_conn(lane)
+    assert kind == "conn" and held.column("uid").to_pylist() == ["C2", "C4"]
+    assert held.column("service").to_pylist() == ["sip", "smtp"] and lane.services == {99: "rtp"}
+    assert an.stats.flows == 2 and list(an._lane_conn(lane, final=True)) == []

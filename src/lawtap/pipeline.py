@@ -322,7 +322,8 @@ class Analyzer:
 
     def _lane_records(self, batches: list[tuple[str, pa.RecordBatch]]) -> Iterator[tuple[str, pa.RecordBatch]]:
         """The lane's records, to write with this process's; what it made of flows this process
-        kept (data channels it could not know of) is left out, and its counts are added."""
+        kept (data channels it could not know of) is left out, and its anomalies are counted.
+        (Every conn record is this process's to write: :meth:`_lane_conn`.)"""
         drop = self.dispatcher.kept_from_lane
         drop_uids = pa.array(self.engine.uids(np.array(drop, dtype=np.int64))) if drop else None
         for type_name, rb in batches:
@@ -330,9 +331,7 @@ class Analyzer:
                 import pyarrow.compute as pc
 
                 rb = rb.filter(pc.invert(pc.fill_null(pc.is_in(rb.column("uid"), value_set=drop_uids), False)))
-            if type_name == "conn":
-                self.stats.flows += rb.num_rows
-            elif type_name == "weird":
+            if type_name == "weird":
                 self.stats.weirds.update(rb.column("name").to_pylist())
             elif type_name == "identity_event" and self.identities is not None:
                 self.identities.add_table(rb)
