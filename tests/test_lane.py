@@ -254,3 +254,43 @@ def test_conn_rows_of_the_lanes_flows_wait_for_its_services() -> None:
     assert kind == "conn" and held.column("uid").to_pylist() == ["C2", "C4"]
     assert held.column("service").to_pylist() == ["sip", "smtp"] and lane.services == {99: "rtp"}
     assert an.stats.flows == 2 and list(an._lane_conn(lane, final=True)) == []
+
+
+def test_the_main_process_waits_for_a_lane_that_falls_behind() -> None:
+    """Grants go at most ``MAX_LAG`` batches ahead of the lane's answers, so a slow lane
+    neither piles grants up in its memory nor the main process held conn rows in its own."""
+    import socket
+    import threading
+    import time
+    from multiprocessing.connection import Connection
+
+    from lawtap.streams.lane import RemoteLane, _pack
+
+    ours, theirs = socket.socketpair()
+    lane_end = Connection(theirs.detach())
+    lane = object.__new__(RemoteLane)  # its end, without a worker process
+    lane._conn = Connection(ours.detach())
+    lane._proc = type("Alive", (), {"poll": staticmethod(lambda: None)})()
+    lane._broken, lane._finishing, lane._inbox = None, False, []
+    lane.granted = lane.answered = 0
+    lane.services = {}
+    columns = (np.zeros(3, np.int64), np.zeros(3, np.int8), np.zeros(3, np.int8), [])
+    progress = []
+
+    def main_process() -> None:
+        for _ in range(2 * RemoteLane.MAX_LAG):
+            lane.advance(*columns)
+            progress.append(lane.granted)
+
+    worker = threading.Thread(target=main_process, daemon=True)
+    worker.start()
+    time.sleep(0.5)
+    assert progress[-1] == RemoteLane.MAX_LAG  # the lane answered nothing: the main process waits
+    for k in range(1, RemoteLane.MAX_LAG + 1):
+        assert lane_end.recv()[:2] == ("go", k)
+        lane_end.send(("batch", k, _pack([]), {k: "sip"}))
+    worker.join(10)
+    assert not worker.is_alive() and progress[-1] == 2 * RemoteLane.MAX_LAG
+    assert lane.answered == RemoteLane.MAX_LAG and lane.services == {k: "sip" for k in range(1, RemoteLane.MAX_LAG + 1)}
+    lane._conn.close()
+    lane_end.close()

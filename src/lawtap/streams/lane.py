@@ -79,6 +79,8 @@ class RemoteLane:
     """The main process's end of the lane: ``advance`` per batch, ``poll`` for records, then
     ``finish`` once."""
 
+    MAX_LAG = 4  # batches granted but not yet answered
+
     def __init__(self, salt: bytes, paths: list[str], artifact_root: Path | None, dpi: bool) -> None:
         # A fresh interpreter (``python -m lawtap.streams.lane FD``), not fork (this process
         # runs threads) nor multiprocessing's spawn (which re-runs the caller's __main__),
@@ -108,9 +110,27 @@ class RemoteLane:
 
     def advance(self, PF: np.ndarray, PD: np.ndarray, PS: np.ndarray, ended: list[int]) -> None:
         """The main process analyzes its next (non-empty) batch: the lane may do the same, with
-        the flow table's answer for it (see :meth:`lawtap.pipeline.Analyzer.process`)."""
+        the flow table's answer for it (see :meth:`lawtap.pipeline.Analyzer.process`).
+
+        At most ``MAX_LAG`` batches ahead of the lane's answers: a lane slower than this
+        process (a mail-heavy capture) would otherwise pile up grants in its memory, and this
+        process the conn rows it holds for the lane; here it waits for the lane instead.
+        """
+        if self._broken is None:
+            try:
+                while self.granted - self.answered >= self.MAX_LAG:
+                    self._await_message()
+                    self._receive()
+            except (OSError, EOFError) as e:
+                raise self._failed(f"{e} (exit code {self._wait()})") from None
         self.granted += 1
         self._send(("go", self.granted, PF, PD, PS, ended))
+
+    def _await_message(self) -> None:
+        """Block until the lane has sent something; EOFError if its process ended instead."""
+        while not self._conn.poll(1.0):  # a live worker may need a while; a dead one won't answer
+            if self._proc.poll() is not None and not self._conn.poll(0):
+                raise EOFError("the process ended without an answer")
 
     def _failed(self, why: object) -> LawtapError:
         return LawtapError(f"the lane's analysis process failed: {why}")
@@ -156,9 +176,7 @@ class RemoteLane:
             if self._broken is not None:
                 raise self._broken
             while True:
-                while not self._conn.poll(1.0):  # a live worker may need a while; a dead one won't answer
-                    if self._proc.poll() is not None and not self._conn.poll(0):
-                        raise EOFError("the process ended without an answer")
+                self._await_message()
                 if self._receive() == "done":
                     break
         except (OSError, EOFError) as e:
