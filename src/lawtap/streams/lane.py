@@ -15,7 +15,8 @@ direction, kernel service; and the flows that ended, about 10 bytes a packet), s
 dispatchers see the same flows under the same ids and uids. Each analyzes its own share
 (:meth:`~lawtap.streams.dispatch.StreamDispatcher._split_lane`, the same choice from the same
 packets on both sides). The main process grants each batch it analyzes with that answer (so
-the lane never runs ahead of it, and an interrupted run stops both at the same batch); the lane
+the lane never runs ahead of it, nor falls more than ``RemoteLane.MAX_LAG`` batches behind,
+and an interrupted run stops both at the same batch); the lane
 answers each batch with its records, as Arrow IPC, and the services it found for the flows
 that ended, which the main process picks up between its own batches. The main process writes
 every conn record, holding those of the lane's flows until the lane has named their service.
