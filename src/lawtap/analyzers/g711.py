@@ -10,8 +10,9 @@ and decoding a payload is two ``bytes.translate`` passes through them (see :func
 * A-law: 13-bit linear values scaled to 16 bits (range -32256..32256, multiples of 8);
   even bits are inverted (XOR 0x55) before expansion.
 
-WAVs are written with the stdlib :mod:`wave` module into memory: 8 kHz, 16-bit little-endian
-signed PCM, mono per RTP stream, stereo (caller left, callee right) per call.
+WAVs are built in memory (the header the stdlib :mod:`wave` module writes, then the samples):
+8 kHz, 16-bit little-endian signed PCM, mono per RTP stream, stereo (caller left, callee right)
+per call; :func:`read_wav` reads them back with :mod:`wave`.
 """
 
 from __future__ import annotations

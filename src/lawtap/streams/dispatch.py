@@ -188,12 +188,6 @@ class StreamDispatcher:
         run_end = np.empty(n, dtype=np.int64)  # per position: where the run containing it ends
         ends = np.append(run_starts[1:], n)
         run_end[:] = np.repeat(ends, np.diff(np.append(run_starts, n)))
-        # A merged run's bytes are gathered (by a kernel) when it is fed, not before: a flow may
-        # be ignored after its first payloads (DPI gave up, TLS after its handshake, another
-        # process's flow), and its later runs of the batch are then never copied. Single
-        # segments stay zero-copy.
-        g_pos = np.zeros(n + 1, dtype=np.int64)
-        np.cumsum(len_a, out=g_pos[1:])
 
         g_starts = np.flatnonzero(np.append(True, fid_a[1:] != fid_a[:-1]))
         g_sizes = np.diff(np.append(g_starts, n))
@@ -207,6 +201,10 @@ class StreamDispatcher:
         shifts = g_starts - (np.cumsum(kept_sizes) - kept_sizes)
         R = np.flatnonzero(np.repeat(~bulk, g_sizes))
         row_shift = np.repeat(shifts[~bulk], g_sizes[~bulk])
+        # A merged run's bytes are gathered (by a kernel) when it is fed, not before: a flow may
+        # be ignored after its first payloads (DPI gave up, TLS after its handshake, another
+        # process's flow), and its later runs of the batch are then never copied. Single
+        # segments stay zero-copy. g_pos: where each listed row's payload starts in its run.
         g_pos = np.zeros(len(R) + 1, dtype=np.int64)
         np.cumsum(len_a[R], out=g_pos[1:])
         origs = dir_a[R].tolist()
