@@ -9,6 +9,7 @@ differ; file ids are counted per process).
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from pathlib import Path
 
@@ -16,10 +17,13 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from conftest import corpus_root, needs_corpus
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from lawtap.errors import LawtapError
 from lawtap.pipeline import run_analysis
 from lawtap.sources import open_capture
+from lawtap.streams.lane import ROW_BYTES, SHARE_COLUMNS, Share, _Grants
 
 
 def _case(paths: list[Path], out: Path, lane: str, monkeypatch) -> dict[str, Counter]:
@@ -48,8 +52,8 @@ def _compare(paths: list[Path], tmp_path: Path, monkeypatch) -> dict[str, Counte
 def test_generated_mix_is_the_same_with_the_lane(compressed: bool, batch_bytes: int | None, tmp_path: Path,
                                                  monkeypatch) -> None:
     """DNS among HTTP, mail, SIP/RTP, FTP and the rest of the generator's traffic (also from a
-    gzip file, which the lane decompresses on its own when forced; and in batches small enough
-    that flows, and the conn records the main process holds for the lane, span many)."""
+    gzip file; and in batches small enough that flows, the TCP flows DPI hands over while
+    they wait for it, and the conn records the main process holds for the lane, span many)."""
     import gzip
     import shutil
 
@@ -88,37 +92,87 @@ def test_corpus_is_the_same_with_the_lane(family: str, tmp_path: Path, monkeypat
         assert sum(tables["call"].values()) > 0 and sum(tables["rtp"].values()) > 0
 
 
+def _share(k: int, n: int) -> Share:
+    """A share of ``n`` rows whose columns and payloads all say ``k``."""
+    from lawtap.decode import kernel as dk
+
+    D = np.full((n, SHARE_COLUMNS), k, dtype=np.int64)
+    D[:, dk.C_PAY_LEN] = 3
+    D[:, dk.C_PAY_OFF] = np.arange(n) * 3
+    return Share(D, np.full((n, 4), k, np.uint64), np.full(n, k, np.int64), np.full(n, k, np.int64),
+                 np.full(n, k % 2, np.int8), np.full(n, 1, np.int8), np.full(3 * n, k, np.uint8), [], [k], 10 * k)
+
+
+def _send_share(conn, raw, k: int, share: Share) -> None:
+    """What RemoteLane.advance sends."""
+    conn.send(("go", k, len(share.PF), len(share.data), share.handovers, share.ended, share.last_ts))
+    for a in share.arrays():
+        raw.sendall(memoryview(a).cast("B"))
+
+
 def test_grants_never_wait_on_the_lane(tmp_path: Path) -> None:
-    """The main process sends each grant whole (with the flow table's answer, ~10 bytes a
-    packet) while the lane sends whole batches of records the other way: if the lane took
-    grants only when it wanted the next batch, both could block in ``send`` with the socket
-    full. A thread takes them as they come; grants sent while the lane is busy still complete."""
+    """The main process sends each share whole (its rows and payloads) while the lane sends
+    whole batches of records the other way: if the lane took shares only when it wanted the
+    next one, both could block in ``send`` with the socket full. A thread takes them as they
+    come; shares sent while the lane is busy still complete, each intact."""
     import socket
     import threading
     from multiprocessing.connection import Connection
 
-    from lawtap.streams.lane import _Grants
-
     ours, theirs = socket.socketpair()
-    main_end, lane_end = Connection(ours.detach()), Connection(theirs.detach())
-    grants = _Grants(lane_end)  # the lane is busy: nobody calls wait_for yet
-    columns = [np.arange(200_000, dtype=np.int64), np.ones(200_000, np.int8), np.zeros(200_000, np.int8)]
+    main_end, lane_end = Connection(os.dup(ours.fileno())), Connection(os.dup(theirs.fileno()))
+    grants = _Grants(lane_end, theirs)  # the lane is busy: nobody calls wait_for yet
     sent = threading.Event()
 
     def send_all() -> None:
-        for k in range(1, 6):  # ~9 MB, far beyond the socket's buffer
-            main_end.send(("go", k, *columns, [k]))
-        main_end.send(("finish", 5, [99]))
+        for k in range(1, 5):  # ~26 MB, far beyond the socket's buffer
+            _send_share(main_end, ours, k, _share(k, 50_000))
+        main_end.send(("finish", 4, [("handover",)], [99]))
         sent.set()
 
     threading.Thread(target=send_all, daemon=True).start()
-    assert sent.wait(60), "the main process's grants waited on the lane"
-    for k in range(1, 6):
-        PF, PD, PS, ended = grants.wait_for(k)
-        assert (PF == columns[0]).all() and ended == [k]
-    assert grants.wait_for(6) is None and grants.final == 5 and grants.final_ended == [99]
-    main_end.close()
-    lane_end.close()
+    assert sent.wait(60), "the main process's shares waited on the lane"
+    for k in range(1, 5):  # (4 shares: fewer than the buffers they are received into)
+        share = grants.wait_for(k)
+        assert share.ended == [k] and share.last_ts == 10 * k and (share.PF == k).all() and (share.PD == k % 2).all()
+        assert (share.D == _share(k, 50_000).D).all() and (share.A == k).all() and (share.data == k).all()
+    assert grants.wait_for(5) is None and grants.final_count == 4
+    final = grants.wait_final()
+    assert final.ended == [99] and final.handovers == [("handover",)]
+    for end in (main_end, lane_end, ours, theirs):
+        end.close()
+
+
+@given(st.lists(st.tuples(st.integers(0, 40), st.booleans()), max_size=30), st.data())
+@settings(max_examples=60, deadline=None)
+def test_a_share_carries_its_rows_and_their_payloads(packets: list[tuple[int, bool]], data) -> None:
+    """Share.cut takes the rows of a batch with their payloads gathered back to back, and
+    Share.view reads them back from the bytes sent: the same columns, each payload the same
+    bytes as in the batch."""
+    from lawtap.decode import kernel as dk
+
+    n = len(packets)
+    lens = np.array([ln for ln, _ in packets], dtype=np.int64)
+    buffer = np.frombuffer(bytes(range(256)) * 8, dtype=np.uint8)
+    offs = np.array([data.draw(st.integers(0, len(buffer) - 41)) for _ in packets], dtype=np.int64)
+    A, D = dk.new_columns(n)
+    D[:, dk.C_PAY_OFF], D[:, dk.C_PAY_LEN] = offs, lens
+    D[:, dk.C_SEQ] = np.arange(n) * 7
+    D[:, dk.C_L3_OFF] = 5  # (a column the lane does not get)
+    A[:] = np.arange(n * 8, dtype=np.uint64).reshape(n, 8)
+    ts, PF, PD = np.arange(n, dtype=np.int64) * 1000, np.arange(n, dtype=np.int64) + 3, np.ones(n, np.int8)
+    PS = (np.arange(n) % 3).astype(np.int8)
+    rows = np.array([i for i, (_, take) in enumerate(packets) if take], dtype=np.int64)
+    share = Share.cut(rows, buffer, A, D, ts, PF, PD, PS, [], [1], 5)
+    wire = b"".join(a.tobytes() for a in share.arrays())
+    assert len(wire) == len(rows) * ROW_BYTES + len(share.data)
+    got = Share.view(np.frombuffer(wire, dtype=np.uint8), len(rows), len(share.data), [], [1], 5)
+    assert got.D.shape == (len(rows), SHARE_COLUMNS)
+    assert (got.PF == PF[rows]).all() and (got.PS == PS[rows]).all() and (got.ts == ts[rows]).all() and (got.A == A[rows, :4]).all()
+    assert (got.D[:, dk.C_SEQ] == D[rows, dk.C_SEQ]).all()
+    for j, i in enumerate(rows.tolist()):
+        start, length = int(got.D[j, dk.C_PAY_OFF]), int(got.D[j, dk.C_PAY_LEN])
+        assert got.data[start : start + length].tobytes() == buffer[offs[i] : offs[i] + lens[i]].tobytes()
 
 
 def test_lane_worker_failure_is_one_clear_error(tmp_path: Path) -> None:
@@ -126,12 +180,9 @@ def test_lane_worker_failure_is_one_clear_error(tmp_path: Path) -> None:
     the CLI), not a hang or a traceback."""
     from lawtap.streams.lane import RemoteLane
 
-    class NotImportable:  # defined in a test: the worker process cannot import it
-        pass
-
-    lane = RemoteLane(b"\0" * 32, ["/nonexistent/capture.pcap"], None, True)
+    lane = RemoteLane(None, None, True)  # no salt: the lane's Analyzer cannot start
     with pytest.raises(LawtapError, match="lane.s analysis process failed"):
-        lane.finish([])
+        lane.finish()
     lane.close()
 
 
@@ -140,7 +191,7 @@ def test_small_inputs_stay_in_one_process(monkeypatch) -> None:
 
     monkeypatch.delenv("LAWTAP_LANE", raising=False)
     assert not lane_wanted(LANE_MIN_BYTES - 1)
-    assert not lane_wanted(10 * LANE_MIN_BYTES, compressed=True)
+    assert lane_wanted(10 * LANE_MIN_BYTES) == ((os.cpu_count() or 1) > 1)
     monkeypatch.setenv("LAWTAP_LANE", "0")
     assert not lane_wanted(10 * LANE_MIN_BYTES)
     monkeypatch.setenv("LAWTAP_LANE", "1")
@@ -197,29 +248,23 @@ def test_a_run_that_cannot_open_its_case_stops_the_lane(tmp_path: Path, monkeypa
     assert len(closed) == 1 and closed[0].poll() is not None
 
 
-def test_the_lanes_records_of_flows_kept_here_are_dropped_and_its_weirds_counted() -> None:
-    """A data channel announced in the main process may claim a flow the lane also analyzed
-    (it could not know): the main process drops the lane's rows for it. The lane's weirds
-    count as anomalies of the run."""
+def test_the_lanes_weirds_count_as_the_runs() -> None:
+    """The lane's weirds are written with the main process's and counted as anomalies of the run."""
     import pyarrow as pa
 
     from lawtap.pipeline import Analyzer
     from lawtap.records import SCHEMAS
 
     class Lane:  # what Analyzer needs of a RemoteLane here
-        def advance(self, *flows) -> None: ...
+        def advance(self, share) -> None: ...
 
     an = Analyzer(b"\1" * 32, [], analyzers=True)
     an.use_lane(Lane())
-    an.dispatcher.kept_from_lane = [7]
-    kept_uid, other_uid = an.engine.uids(np.array([7, 8]))
-    sip = pa.RecordBatch.from_pylist([{"uid": kept_uid}, {"uid": other_uid}], schema=SCHEMAS["sip"])
-    weird = pa.RecordBatch.from_pylist([{"name": "w1", "uid": other_uid}, {"name": "w2", "uid": kept_uid},
-                                        {"name": "w3"}], schema=SCHEMAS["weird"])
-    out = dict(an._lane_records([("sip", sip), ("weird", weird)]))
-    assert out["sip"].column("uid").to_pylist() == [other_uid]
-    assert out["weird"].column("name").to_pylist() == ["w1", "w3"]  # rows without a uid stay
-    assert dict(an.stats.weirds) == {"w1": 1, "w3": 1}
+    weird = pa.RecordBatch.from_pylist([{"name": "w1", "uid": "C1"}, {"name": "w1"}, {"name": "w3"}],
+                                       schema=SCHEMAS["weird"])
+    out = dict(an._lane_records([("weird", weird)]))
+    assert out["weird"].num_rows == 3
+    assert dict(an.stats.weirds) == {"w1": 2, "w3": 1}
 
 
 def test_conn_rows_of_the_lanes_flows_wait_for_its_services() -> None:
@@ -235,7 +280,7 @@ def test_conn_rows_of_the_lanes_flows_wait_for_its_services() -> None:
         granted = answered = 0
         services: dict[int, str] = {}
 
-        def advance(self, *flows) -> None: ...
+        def advance(self, share) -> None: ...
 
     lane = Lane()
     an = Analyzer(b"\1" * 32, [], analyzers=True)
@@ -245,7 +290,7 @@ def test_conn_rows_of_the_lanes_flows_wait_for_its_services() -> None:
             {"uid": "C2", "fid": 2, "ip_proto": 17},  # UDP: the lane's
             {"uid": "C3", "fid": 3, "ip_proto": 17, "service": "dns"},
             {"uid": "C4", "fid": 4, "ip_proto": 6, "service": "smtp"}]
-    lane.granted = 5
+    lane.granted = 4  # (this batch's share, the 5th, is sent after its conn rows)
     written = an._hold_lane_conn(pa.RecordBatch.from_pylist(rows, schema=SCHEMAS["conn"]))
     assert written.column("uid").to_pylist() == ["C1", "C3"]
     assert list(an._lane_conn(lane)) == []  # the lane has not answered batch 5 yet
@@ -269,17 +314,17 @@ def test_the_main_process_waits_for_a_lane_that_falls_behind() -> None:
     ours, theirs = socket.socketpair()
     lane_end = Connection(theirs.detach())
     lane = object.__new__(RemoteLane)  # its end, without a worker process
-    lane._conn = Connection(ours.detach())
+    lane._raw = ours
+    lane._conn = Connection(os.dup(ours.fileno()))
     lane._proc = type("Alive", (), {"poll": staticmethod(lambda: None)})()
     lane._broken, lane._finishing, lane._inbox = None, False, []
     lane.granted = lane.answered = 0
     lane.services = {}
-    columns = (np.zeros(3, np.int64), np.zeros(3, np.int8), np.zeros(3, np.int8), [])
     progress = []
 
     def main_process() -> None:
         for _ in range(2 * RemoteLane.MAX_LAG):
-            lane.advance(*columns)
+            lane.advance(_share(1, 0))
             progress.append(lane.granted)
 
     worker = threading.Thread(target=main_process, daemon=True)
@@ -292,5 +337,5 @@ def test_the_main_process_waits_for_a_lane_that_falls_behind() -> None:
     worker.join(10)
     assert not worker.is_alive() and progress[-1] == 2 * RemoteLane.MAX_LAG
     assert lane.answered == RemoteLane.MAX_LAG and lane.services == {k: "sip" for k in range(1, RemoteLane.MAX_LAG + 1)}
-    lane._conn.close()
+    lane._close_sockets()
     lane_end.close()

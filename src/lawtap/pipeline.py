@@ -191,12 +191,10 @@ class Analyzer:
         return decode(batch, self.defrag, self.stats) if len(batch) else None
 
     def process(self, batch: PacketBatch, decoded: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
-                flows: tuple[np.ndarray, np.ndarray, np.ndarray, list[int]] | None = None,
                 ) -> Iterator[tuple[str, pa.RecordBatch]]:
         """Analyze one batch (``decoded``: what :meth:`decode` returned for it, if already run);
-        yields (record type, record batch) pairs to write. ``flows``, in the lane's process
-        only: the main process's flow table's answer for this batch (per packet: flow id,
-        direction, kernel service; and the flows that ended), which spares running a table here."""
+        yields (record type, record batch) pairs to write. With a lane, sends it its share of
+        the batch once this process is done with it."""
         n = len(batch)
         st = self.stats
         if batch.weirds:
@@ -205,23 +203,13 @@ class Analyzer:
             return
         data, A, D = decoded if decoded is not None else decode(batch, self.defrag, st)
         status = D[:, dk.C_STATUS]
-        if flows is None:
-            PF, POF, PD, PS = self.engine.run(data, A, D, batch.ts)
-        else:
-            PF, PD, PS, ended = flows
-            if len(PF) != n:
-                raise LawtapError(f"the lane's batch has {n} packets, the main process's {len(PF)}")
-            self.engine.ended_fids += ended
-        if self.lane is not None:  # the lane analyzes its share of this batch, with these flow ids
-            self.lane.advance(PF, PD, PS, self.engine.ended_fids)
+        PF, POF, PD, PS = self.engine.run(data, A, D, batch.ts)
+        ended = list(self.engine.ended_fids) if self.lane is not None else []
         self._last_ts = max(self._last_ts, int(batch.ts[-1]))
         if self.dispatcher is not None:
             self.dispatcher.batch(data, A, D, batch.ts, PF, PD, PS)
             if self.calls is not None:
                 self.calls.tick(self._last_ts / 1e9)
-        if self.role == "lane":  # the main process writes the packets and the decoder's weirds
-            yield from self._records()
-            return
 
         st.packets += n
         st.bytes += int(batch.caplen.sum())
@@ -256,21 +244,41 @@ class Analyzer:
             ],
             schema=PACKETS,
         )
-        yield from self._records()
+        yield from self._records()  # (flows ended here may be handed to the lane: DPI's last word)
         if self.lane is not None:
+            from lawtap.streams.lane import Share
+
+            rows, handovers = self.dispatcher.take_lane_share()
+            self.lane.advance(Share.cut(rows, data, A, D, batch.ts, PF, PD, PS, handovers, ended, self._last_ts))
             yield from self._lane_records(self.lane.poll())
             yield from self._lane_conn(self.lane)
 
-    def finish(self, ended: list[int] | None = None) -> Iterator[tuple[str, pa.RecordBatch]]:
-        """End the run (``ended``, in the lane's process: the flows the main process's table
-        ended last)."""
+    def process_share(self, share) -> Iterator[tuple[str, pa.RecordBatch]]:
+        """The lane's process: analyze its share of a batch (a :class:`lawtap.streams.lane.Share`:
+        its flows' rows, the TCP flows handed over, the flows the main process's table ended)."""
+        self.engine.ended_fids += share.ended
+        self._last_ts = max(self._last_ts, share.last_ts)
+        for handover in share.handovers:
+            self.dispatcher.take_over(*handover)
+        if len(share.PF):
+            self.dispatcher.batch(share.data, share.A, share.D, share.ts, share.PF, share.PD, share.PS)
+        if self.calls is not None:
+            self.calls.tick(self._last_ts / 1e9)
+        yield from self._records()
+
+    def finish(self, ended: list[int] | None = None, handovers: list | None = None) -> Iterator[tuple[str, pa.RecordBatch]]:
+        """End the run (in the lane's process: ``ended``, the flows the main process's table
+        ended last, and ``handovers``, the TCP flows its DPI handed over at the end)."""
         if ended is None:
             self.engine.finish()
         else:
             self.engine.ended_fids += ended
+            for handover in handovers or []:
+                self.dispatcher.take_over(*handover)
         last_ended = list(self.engine.ended_fids)
         if self.lane is not None:  # the lane finishes while this process does
-            self.lane.announce_finish(last_ended)
+            self.dispatcher.decide_pending()
+            self.lane.announce_finish(self.dispatcher.take_lane_share()[1], last_ended)
         yield from self._records()
         if self.dispatcher is not None:
             self.dispatcher.end_all(self._last_ts / 1e9)
@@ -279,7 +287,7 @@ class Analyzer:
             yield from self._analyzer_records(final=True)
             if self.lane is not None:
                 lane, self.lane = self.lane, None
-                yield from self._lane_records(lane.finish(last_ended))
+                yield from self._lane_records(lane.finish())
                 yield from self._lane_conn(lane, final=True)
             if self.identities is not None and self.role != "lane":  # (the lane's events come here)
                 for rb in self.identities.table().to_batches():
@@ -288,9 +296,9 @@ class Analyzer:
 
     def use_lane(self, lane) -> None:
         """Share the flows with a second process (:class:`lawtap.streams.lane.RemoteLane`), which
-        reads the same capture files itself and analyzes its share of the flows (UDP but DNS,
-        SIP and mail) with this process's flow ids; its records reach :meth:`process` as it
-        sends them. The conn records of its flows wait here for their service (:meth:`_lane_conn`)."""
+        analyzes its share of the flows (UDP but DNS, SIP and mail), sent after each batch, with
+        this process's flow ids; its records reach :meth:`process` as it sends them. The conn
+        records of its flows wait here for their service (:meth:`_lane_conn`)."""
         assert self.dispatcher is not None and self.lane is None
         self.lane = lane
         self.dispatcher.role = "main"
@@ -302,7 +310,8 @@ class Analyzer:
         ours = self.dispatcher.conn_rows_owned(rb.column("fid").to_numpy(), rb.column("ip_proto").to_numpy().astype(np.int64))
         if ours.all():
             return rb
-        self._held_conn.append((self.lane.granted, rb.filter(pa.array(~ours))))
+        # (the share of the batch they ended in is sent after them: :meth:`process`)
+        self._held_conn.append((self.lane.granted + 1, rb.filter(pa.array(~ours))))
         return rb.filter(pa.array(ours))
 
     def _lane_conn(self, lane, final: bool = False) -> Iterator[tuple[str, pa.RecordBatch]]:
@@ -321,16 +330,10 @@ class Analyzer:
             yield "conn", rb
 
     def _lane_records(self, batches: list[tuple[str, pa.RecordBatch]]) -> Iterator[tuple[str, pa.RecordBatch]]:
-        """The lane's records, to write with this process's; what it made of flows this process
-        kept (data channels it could not know of) is left out, and its anomalies are counted.
-        (Every conn record is this process's to write: :meth:`_lane_conn`.)"""
-        drop = self.dispatcher.kept_from_lane
-        drop_uids = pa.array(self.engine.uids(np.array(drop, dtype=np.int64))) if drop else None
+        """The lane's records, to write with this process's; its anomalies are counted, its
+        identity events join this process's. (Every conn record is this process's to write:
+        :meth:`_lane_conn`.)"""
         for type_name, rb in batches:
-            if drop_uids is not None and "uid" in rb.schema.names:
-                import pyarrow.compute as pc
-
-                rb = rb.filter(pc.invert(pc.fill_null(pc.is_in(rb.column("uid"), value_set=drop_uids), False)))
             if type_name == "weird":
                 self.stats.weirds.update(rb.column("name").to_pylist())
             elif type_name == "identity_event" and self.identities is not None:
@@ -484,9 +487,8 @@ def run_analysis(
     if analyzers and paths and len(paths) == len(sources):  # files only (live captures stay in one process)
         from lawtap.streams.lane import RemoteLane, lane_wanted
 
-        compressed = any(getattr(s, "compressed", False) for s in sources)
-        if lane_wanted(total, compressed):  # started first: its start-up overlaps this process's
-            lane = RemoteLane(salt, [str(p) for p in paths], artifact_root, dpi)
+        if lane_wanted(total):  # started first: its start-up overlaps this process's
+            lane = RemoteLane(salt, artifact_root, dpi)
     try:
         analyzer = Analyzer(salt, [info.path for info in infos], classify=classify, analyzers=analyzers,
                             artifact_root=artifact_root)

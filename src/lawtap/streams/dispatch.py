@@ -107,14 +107,19 @@ class StreamDispatcher:
         # fid -> DPI's answer, for conn.service (flows the flow kernel named have its name,
         # unless a data channel claimed them)
         self.services: dict[int, str] = {}
-        # role "main" or "lane": this process analyzes only its share of the flows (see
-        # LANE_TCP_SERVICES); None: every flow. lane_owned marks, by flow id, the exceptions to
-        # "UDP flows are the lane's" for conn_rows_owned: 1 the lane's TCP flows, 2 the UDP flows
-        # the flow kernel named (the main process's).
+        # role "main": this process analyzes the flows but the lane's share (LANE_TCP_SERVICES),
+        # and sets the share's rows aside; "lane": the lane's process, which analyzes every row
+        # it is given; None: every flow. lane_owned marks, by flow id, the exceptions to "UDP
+        # flows are the lane's" for conn_rows_owned: 1 the lane's TCP flows, 2 the UDP flows
+        # the main process kept (the flow kernel named them, or a data channel claimed them).
         self.role = role
         self._kernel_codes = np.array(list(SERVICE_NAMES), dtype=np.int64)
         self.lane_owned = np.zeros(1 << 16, dtype=np.int8)
-        self.kept_from_lane: list[int] = []  # main: flows the lane may have analyzed too (data channels)
+        # The main process's side of the lane's share (lawtap.streams.lane.Share), until taken:
+        # the rows of the batch that are the lane's, and the TCP flows DPI handed over, each
+        # with the packets kept while it decided.
+        self._lane_rows: list[np.ndarray] = []
+        self._handovers: list[tuple[int, ConnInfo, str, list[tuple]]] = []
         # UDP flows the flow kernel names DNS/mDNS, when the registry has the stock analyzers
         # for them: handled together by one DnsFlows (no analyzer object per flow).
         from lawtap.analyzers.dns import DNSAnalyzer, DnsFlows, MDNSAnalyzer
@@ -125,13 +130,12 @@ class StreamDispatcher:
         self.dns_flows = DnsFlows(self._uids) if len(self._dns_codes) else None
 
     def conn_rows_owned(self, fids: np.ndarray, protos: np.ndarray) -> np.ndarray:
-        """Which of these ended flows' conn records this process writes (all without a role):
-        the lane writes its flows', the main process every other's."""
+        """The main process, with a lane: which of these ended flows are its own (the conn rows
+        of the others wait for the services the lane found)."""
         known = fids < self.lane_owned.shape[0]
         marks = np.zeros(fids.shape[0], dtype=np.int8)
         marks[known] = self.lane_owned[fids[known]]
-        lane = (marks == 1) | ((protos == 17) & (marks != 2))
-        return lane if self.role == "lane" else ~lane
+        return ~((marks == 1) | ((protos == 17) & (marks != 2)))
 
     # ---- per batch ----
     def batch(self, data: np.ndarray, A: np.ndarray, D: np.ndarray, ts: np.ndarray, PF: np.ndarray, PD: np.ndarray,
@@ -148,11 +152,7 @@ class StreamDispatcher:
         """
         if not self.registry:
             return
-        top = int(PF.max(initial=-1))
-        if top >= self.state.shape[0]:
-            size = max(top + 1, self.state.shape[0] * 2)
-            self.state = np.concatenate([self.state, np.zeros(size - self.state.shape[0], dtype=np.int8)])
-            self.lane_owned = np.concatenate([self.lane_owned, np.zeros(size - self.lane_owned.shape[0], dtype=np.int8)])
+        self._grow(int(PF.max(initial=-1)))
         proto = D[:, dk.C_PROTO]
         plen = D[:, dk.C_PAY_LEN]
         tcp = proto == 6
@@ -161,7 +161,7 @@ class StreamDispatcher:
         if not len(idx):
             return
         idx = idx[self.state[PF[idx]] != IGNORED]
-        if self.role is not None and PS is not None and len(idx):
+        if self.role == "main" and PS is not None and len(idx):
             idx = self._split_lane(A, D, PF, PD, PS, idx)
         if self.dns_flows is not None and PS is not None and len(idx):
             idx = self._split_dns(data, A, D, ts, PF, PD, PS, idx)
@@ -265,7 +265,10 @@ class StreamDispatcher:
                 k += 1
                 if state[fid] == IGNORED or state[fid] == IN_LANE:  # (IN_LANE: DPI handed it over)
                     break
-            if k >= b or state[fid] == IGNORED or state[fid] == IN_LANE:
+            if k >= b or state[fid] == IGNORED:
+                continue
+            if state[fid] == IN_LANE:  # handed to the lane by DPI: the rest of its rows go there
+                self._lane_rows.append(idx[k + sh : b + sh])
                 continue
             if flow.stream is None and flow.analyzer is not None:
                 an = flow.analyzer
@@ -296,6 +299,43 @@ class StreamDispatcher:
                 k = e
                 if state[fid] == IGNORED:
                     break
+
+    def _grow(self, top: int) -> None:
+        """Make the per-flow-id arrays hold flow id ``top``."""
+        if top >= self.state.shape[0]:
+            size = max(top + 1, self.state.shape[0] * 2)
+            self.state = np.concatenate([self.state, np.zeros(size - self.state.shape[0], dtype=np.int8)])
+            self.lane_owned = np.concatenate([self.lane_owned, np.zeros(size - self.lane_owned.shape[0], dtype=np.int8)])
+
+    # ---- the lane's share (lawtap.streams.lane) ----
+    def take_lane_share(self) -> tuple[np.ndarray, list[tuple[int, ConnInfo, str, list[tuple]]]]:
+        """The main process, after a batch: the rows of it that are the lane's (sorted), and the
+        TCP flows handed over since the last call (see :meth:`_decide`)."""
+        rows, self._lane_rows = self._lane_rows, []
+        handovers, self._handovers = self._handovers, []
+        if not rows:
+            return np.empty(0, dtype=np.int64), handovers
+        return np.sort(np.concatenate(rows)) if len(rows) > 1 else rows[0], handovers
+
+    def decide_pending(self) -> None:
+        """The main process, as the run ends: DPI's last word on the flows still undecided (what
+        :meth:`end` would ask), so that the lane gets its flows among them before it finishes."""
+        for fid, flow in list(self.flows.items()):
+            if flow.analyzer is None and flow.pending and flow.resniff is None:
+                self._decide(fid, flow, final=True)
+
+    def take_over(self, fid: int, conn: ConnInfo, service: str, kept: list[tuple]) -> None:
+        """The lane: a TCP flow the main process's DPI named one of LANE_TCP_SERVICES, with the
+        packets kept while it decided; later ones come in the shares' rows."""
+        self._grow(fid)
+        flow = self.flows[fid] = _Flow(conn=conn, proto=6, pending=kept)
+        self.lane_owned[fid] = 1
+        self.services[fid] = service
+        cls = self.registry.get(service)
+        if cls is None:
+            self._ignore(fid)
+            return
+        self._start_with_pending(fid, flow, cls)
 
     def end(self, fids: list[int], ts: float) -> None:
         """Flows ended in the flow table: flush their streams and analyzers."""
@@ -336,15 +376,11 @@ class StreamDispatcher:
     # ---- internals ----
     def _split_lane(self, A: np.ndarray, D: np.ndarray, PF: np.ndarray, PD: np.ndarray, PS: np.ndarray,
                     idx: np.ndarray) -> np.ndarray:
-        """With a lane: mark the flows first seen here that belong to the lane (UDP, but for
-        those the flow kernel named); each process leaves the other's (and, later, the main
-        process the TCP flows DPI hands to the lane, see :meth:`_decide`). Returns what of
-        ``idx`` this process analyzes.
-
-        Both processes make the same choice from the same packets. The one thing the lane
-        cannot know is a data channel announced in the main process (FTP, IRC DCC) that claims
-        one of its flows: the main process keeps those (``kept_from_lane``) and drops what the
-        lane made of them.
+        """The main process, with a lane: mark the flows first seen here that belong to the lane
+        (UDP, but for those the flow kernel named, and those an announced data channel claims),
+        set aside the rows of the lane's flows (its share, :meth:`take_lane_share`), and return
+        the rest of ``idx``. (TCP flows go to the lane later, when DPI names their service:
+        :meth:`_decide`.)
         """
         fids = PF[idx]
         state = self.state
@@ -358,27 +394,23 @@ class StreamDispatcher:
             udp = D[rows, dk.C_PROTO] == 17
             named = np.isin(PS[rows], self._kernel_codes)
             kept = fids[firsts[udp & named]]
-            if len(kept):  # UDP flows the kernel named: the main process's
+            if len(kept):  # UDP flows the kernel named: this process's
                 self.lane_owned[kept] = 2
-                if self.role == "lane":
-                    state[kept] = IGNORED
             joining = fids[firsts[udp & ~named]].tolist()
+            if joining and self.channels:
+                keep = set(self._unclaimed(joining, idx, fids, A, D, PD))
+                claimed = [f for f in joining if f not in keep]
+                if claimed:  # data channels announced here: this process's too
+                    self.lane_owned[np.array(claimed, dtype=np.int64)] = 2
+                joining = [f for f in joining if f in keep]
             if joining:
-                self.lane_owned[np.array(joining, dtype=np.int64)] = 1
-            if self.role == "main" and joining:
-                if self.channels:
-                    keep = set(self._unclaimed(joining, idx, fids, A, D, PD))
-                    self.kept_from_lane += [f for f in joining if f not in keep]
-                    joining = [f for f in joining if f in keep]
-                    self.lane_owned[np.array(self.kept_from_lane, dtype=np.int64)] = 2  # (this process's)
-                if joining:
-                    state[np.array(joining, dtype=np.int64)] = IN_LANE
-        if self.role == "main":
-            in_lane = state[fids] == IN_LANE
-            if in_lane.any():
-                return idx[~in_lane]
-        elif fresh.any():  # the lane: the flows just left to the main process go now, not flow by flow
-            return idx[state[fids] != IGNORED]
+                joining_a = np.array(joining, dtype=np.int64)
+                self.lane_owned[joining_a] = 1
+                state[joining_a] = IN_LANE
+        in_lane = state[fids] == IN_LANE
+        if in_lane.any():
+            self._lane_rows.append(idx[in_lane])
+            return idx[~in_lane]
         return idx
 
     def _split_dns(self, data: np.ndarray, A: np.ndarray, D: np.ndarray, ts: np.ndarray, PF: np.ndarray,
@@ -461,8 +493,6 @@ class StreamDispatcher:
         if ch is None:
             return False
         ch.claimed = True
-        if self.role == "main":  # the lane cannot know of the claim: what it makes of the flow is dropped
-            self.kept_from_lane.append(fid)
         self.channels = [c for c in self.channels if not c.claimed and t - c.created < 3600]
         self._start(fid, flow, ch.analyzer)
         self.services[fid] = getattr(flow.analyzer, "service", "") or ""
@@ -498,19 +528,15 @@ class StreamDispatcher:
             service = self.media_hint(flow.conn) or ""
         if not service:
             service = self._classify(flow, orig, resp)
-        if self.role is not None and flow.proto == 6 and not self.lane_owned[fid]:
-            # TCP flows are the main process's, but for the services the lane owns; until DPI
-            # names one, both processes keep the flow's first payloads alike.
-            if service in LANE_TCP_SERVICES:
-                self.lane_owned[fid] = 1
-                if self.role == "main":
-                    self.services[fid] = service
-                    self.state[fid] = IN_LANE
-                    self.flows.pop(fid, None)
-                    return
-            elif service and self.role == "lane":
-                self._ignore(fid)
-                return
+        if self.role == "main" and flow.proto == 6 and service in LANE_TCP_SERVICES:
+            # TCP flows are this process's, but for the services the lane owns: handed over,
+            # with the packets kept meanwhile (take_over, in the lane's process).
+            self.lane_owned[fid] = 1
+            self.services[fid] = service
+            self.state[fid] = IN_LANE
+            self.flows.pop(fid, None)
+            self._handovers.append((fid, flow.conn, service, flow.pending))
+            return
         if service:
             self.services[fid] = service
         cls = self.registry.get(service)
@@ -518,7 +544,11 @@ class StreamDispatcher:
             if service or final or flow.payloads >= MAX_PENDING_PAYLOADS:
                 self._ignore(fid)
             return
-        self._start(fid, flow, cls)
+        self._start_with_pending(fid, flow, cls)
+
+    def _start_with_pending(self, fid: int, flow: _Flow, make: Callable[[ConnInfo], StreamAnalyzer]) -> None:
+        """Give the flow its analyzer and feed it the packets kept while DPI decided."""
+        self._start(fid, flow, make)
         pending, flow.pending = flow.pending, []
         for is_orig, seq, ack, flags, payload, t in pending:
             self._feed(fid, flow, is_orig, seq, ack, flags, payload, t)

@@ -8,26 +8,22 @@ heaviest parsing); DNS, light since it has a kernel, stays with the main process
 two (splitting it between the two costs more than it saves: its per-batch work is vectorized;
 ``lawtap.streams.dispatch.LANE_TCP_SERVICES``).
 
-How: the lane's process reads the same capture files itself and runs the same decoder and
-:class:`~lawtap.pipeline.Analyzer` (``role="lane"``), so it sees the same packets; the flow
-table runs in the main process only, which sends each batch's answer (per packet: flow id,
-direction, kernel service; and the flows that ended, about 10 bytes a packet), so both
-dispatchers see the same flows under the same ids and uids. Each analyzes its own share
-(:meth:`~lawtap.streams.dispatch.StreamDispatcher._split_lane`, the same choice from the same
-packets on both sides). The main process grants each batch it analyzes with that answer (so
-the lane never runs ahead of it, nor falls more than ``RemoteLane.MAX_LAG`` batches behind,
-and an interrupted run stops both at the same batch); the lane
-answers each batch with its records, as Arrow IPC, and the services it found for the flows
-that ended, which the main process picks up between its own batches. The main process writes
-every conn record, holding those of the lane's flows until the lane has named their service.
-Reading a file twice costs little: the second read comes from the page cache, and decoding
-runs on a reader thread.
+How: the main process reads, decodes and runs the flow table; its dispatcher decides which
+flows are the lane's (UDP flows the flow kernel did not name, from their first packet; TCP
+flows once DPI names one of the lane's services, handed over with the packets kept while DPI
+decided). After analyzing each batch it sends the lane a :class:`Share`: those flows' rows
+(the decoder's columns the lane's dispatcher reads, flow id and direction, about 100 bytes a
+packet) with their payloads back to back, the hand-overs, and the flows the table ended. The
+lane runs the same :class:`~lawtap.pipeline.Analyzer` (``role="lane"``) on it, without reading
+or decoding anything itself, so both see the same flows under the same ids and uids. Shares go
+at most ``RemoteLane.MAX_LAG`` batches ahead of the lane's answers, and an interrupted run
+stops both at the same batch. The lane answers each share with its records, as Arrow IPC, and
+the services it found for the flows that ended, which the main process picks up between its
+own batches. The main process writes every conn record, holding those of the lane's flows
+until the lane has named their service.
 
-The one thing the lane cannot know is a data channel announced in the main process (FTP, IRC
-DCC) that claims one of its flows: the main process analyzes those itself and drops what the
-lane made of them. Records of one type interleave between the two processes batch by batch;
-within each process they keep their order. The lane's file ids are counted under a salt of its
-own.
+Records of one type interleave between the two processes batch by batch; within each process
+they keep their order. The lane's file ids are counted under a salt of its own.
 """
 
 from __future__ import annotations
@@ -39,27 +35,104 @@ import subprocess
 import sys
 import threading
 import traceback
+from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
+from lawtap.decode import kernel as dk
 from lawtap.errors import LawtapError
 from lawtap.signals import sigint_deferred
+from lawtap.streams.gather import gather_payloads
 
 # Inputs smaller than this are analyzed in one process: a worker costs ~0.5 s of start-up.
 LANE_MIN_BYTES = 64 << 20
 
 
-def lane_wanted(total_bytes: int, compressed: bool = False) -> bool:
+def lane_wanted(total_bytes: int) -> bool:
     """Whether a run over ``total_bytes`` of capture files should use a lane (``LAWTAP_LANE=0|1``
-    forces the choice; tests compare both). Not for compressed files: the lane would decompress
-    them all over again, which costs about what it saves."""
+    forces the choice; tests compare both)."""
     forced = os.environ.get("LAWTAP_LANE")
     if forced is not None:
         return forced == "1"
-    return total_bytes >= LANE_MIN_BYTES and not compressed and (os.cpu_count() or 1) > 1
+    return total_bytes >= LANE_MIN_BYTES and (os.cpu_count() or 1) > 1
+
+
+# The decoder's columns the lane's dispatcher reads (protocol, ports, flags, sequence numbers,
+# payload offset and length): the first ones, up to the payload length.
+SHARE_COLUMNS = dk.C_PAY_LEN + 1
+# Bytes of a share's row: D's columns, four address words (A), timestamp, flow id, direction,
+# kernel service.
+ROW_BYTES = 8 * SHARE_COLUMNS + 8 * 4 + 8 + 8 + 1 + 1
+
+
+@dataclass
+class Share:
+    """The lane's part of one batch: its flows' rows, in capture order, with the columns its
+    dispatcher reads (``D``'s payload offsets point into ``data``, the payloads back to back),
+    the TCP flows handed over meanwhile (``(fid, conn, service, kept packets)``), the flows the
+    table ended, and the batch's last timestamp (the call tracker's clock)."""
+
+    D: np.ndarray  # (n, SHARE_COLUMNS) int64
+    A: np.ndarray  # (n, 4) uint64
+    ts: np.ndarray  # (n,) int64, ns
+    PF: np.ndarray  # (n,) int64
+    PD: np.ndarray  # (n,) int8
+    PS: np.ndarray  # (n,) int8
+    data: np.ndarray  # uint8
+    handovers: list
+    ended: list[int]
+    last_ts: int
+
+    def arrays(self) -> tuple[np.ndarray, ...]:
+        """In their order on the wire: the 8-byte ones first, so that each stays aligned."""
+        return self.D, self.A, self.ts, self.PF, self.PD, self.PS, self.data
+
+    @classmethod
+    def cut(cls, rows: np.ndarray, data: np.ndarray, A: np.ndarray, D: np.ndarray, ts: np.ndarray,
+            PF: np.ndarray, PD: np.ndarray, PS: np.ndarray, handovers: list, ended: list[int], last_ts: int) -> Share:
+        """The share of a decoded batch made of ``rows`` (sorted), with their payloads gathered."""
+        lens = D[rows, dk.C_PAY_LEN]
+        payloads = np.empty(int(lens.sum()), dtype=np.uint8)
+        gather_payloads(data, D[rows, dk.C_PAY_OFF], lens, payloads)  # (contiguous columns: the AOT kernel's)
+        part = D[rows, :SHARE_COLUMNS]
+        part[:, dk.C_PAY_OFF] = 0
+        np.cumsum(lens[:-1], out=part[1:, dk.C_PAY_OFF])
+        return cls(part, np.ascontiguousarray(A[rows, :4]), ts[rows], PF[rows], PD[rows], PS[rows], payloads,
+                   handovers, ended, last_ts)
+
+    @classmethod
+    def view(cls, buf: np.ndarray, n: int, m: int, handovers: list, ended: list[int], last_ts: int) -> Share:
+        """A share received into ``buf`` (``n`` rows, ``m`` payload bytes), as views of it."""
+        o = 0
+
+        def take(nbytes: int, dtype, shape: tuple) -> np.ndarray:
+            nonlocal o
+            out = buf[o : o + nbytes].view(dtype).reshape(shape)
+            o += nbytes
+            return out
+
+        D = take(8 * SHARE_COLUMNS * n, np.int64, (n, SHARE_COLUMNS))
+        A = take(32 * n, np.uint64, (n, 4))
+        ts = take(8 * n, np.int64, (n,))
+        PF = take(8 * n, np.int64, (n,))
+        PD = take(n, np.int8, (n,))
+        PS = take(n, np.int8, (n,))
+        return cls(D, A, ts, PF, PD, PS, take(m, np.uint8, (m,)), handovers, ended, last_ts)
+
+
+def _recv_exactly(sock: socket.socket, view: memoryview) -> None:
+    """Fill ``view`` from the socket, in one call that waits for all of it if it can: the
+    receiving thread then needs the GIL once, not once per socket buffer's worth (while the
+    lane's analysis holds the GIL, the sender would wait on every one of those)."""
+    got = 0
+    while got < len(view):
+        k = sock.recv_into(view[got:], 0, socket.MSG_WAITALL)
+        if k == 0:
+            raise EOFError("the other process went away")
+        got += k
 
 
 def _pack(batches: list[tuple[str, pa.RecordBatch]]) -> list[tuple[str, bytes]]:
@@ -76,45 +149,55 @@ def _unpack(packed: list[tuple[str, bytes]]) -> list[tuple[str, pa.RecordBatch]]
     return [(type_name, pa.ipc.open_stream(blob).read_next_batch()) for type_name, blob in packed]
 
 
+SEND_BUFFER_BYTES = 16 << 20
+
+
 class RemoteLane:
     """The main process's end of the lane: ``advance`` per batch, ``poll`` for records, then
-    ``finish`` once."""
+    ``announce_finish`` and ``finish`` once."""
 
-    MAX_LAG = 4  # batches granted but not yet answered
+    MAX_LAG = 4  # shares sent but not yet answered
 
-    def __init__(self, salt: bytes, paths: list[str], artifact_root: Path | None, dpi: bool) -> None:
+    def __init__(self, salt: bytes, artifact_root: Path | None, dpi: bool) -> None:
         # A fresh interpreter (``python -m lawtap.streams.lane FD``), not fork (this process
         # runs threads) nor multiprocessing's spawn (which re-runs the caller's __main__),
-        # talking over a socket pair with multiprocessing's message framing.
+        # talking over a socket pair: messages with multiprocessing's framing, and each share's
+        # arrays as raw bytes after its message (no pickling, no copies but the socket's).
         ours, theirs = socket.socketpair()
         with theirs:
             self._proc = subprocess.Popen([sys.executable, "-m", "lawtap.streams.lane", str(theirs.fileno())],
                                           pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL,
                                           start_new_session=True)  # Ctrl-C reaches the main process only
-        self._conn = Connection(ours.detach())
+        # Room for a whole share in the socket (as far as net.core.wmem_max allows): sending
+        # then rarely waits for the lane's receiving thread, which needs the GIL to take it.
+        ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES)
+        self._raw = ours
+        self._conn = Connection(os.dup(ours.fileno()))
         self._broken: BaseException | None = None
         self._finishing = False  # "finish" sent
-        self.granted = 0  # batches granted
-        self.answered = 0  # batches the lane has answered
+        self.granted = 0  # shares sent
+        self.answered = 0  # shares the lane has answered
         self.services: dict[int, str] = {}  # fid -> service, of the lane's flows that ended
         self._inbox: list[tuple[str, pa.RecordBatch]] = []  # records received, not yet taken
-        self._send((salt, [str(p) for p in paths], str(artifact_root) if artifact_root is not None else None, dpi))
+        self._send((salt, str(artifact_root) if artifact_root is not None else None, dpi))
 
-    def _send(self, message: tuple) -> None:
+    def _send(self, message: tuple, arrays: tuple[np.ndarray, ...] = ()) -> None:
         if self._broken is not None:
             return
         try:
             with sigint_deferred():  # a message is sent whole, or not at all
                 self._conn.send(message)
+                for a in arrays:
+                    if a.nbytes:
+                        self._raw.sendall(memoryview(a).cast("B"))
         except (OSError, EOFError) as e:  # the worker died: reported by poll or finish
             self._broken = e
 
-    def advance(self, PF: np.ndarray, PD: np.ndarray, PS: np.ndarray, ended: list[int]) -> None:
-        """The main process analyzes its next (non-empty) batch: the lane may do the same, with
-        the flow table's answer for it (see :meth:`lawtap.pipeline.Analyzer.process`).
+    def advance(self, share: Share) -> None:
+        """Send the lane its share of the batch this process has just analyzed.
 
-        At most ``MAX_LAG`` batches ahead of the lane's answers: a lane slower than this
-        process (a mail-heavy capture) would otherwise pile up grants in its memory, and this
+        At most ``MAX_LAG`` shares ahead of the lane's answers: a lane slower than this
+        process (a mail-heavy capture) would otherwise pile up shares in its memory, and this
         process the conn rows it holds for the lane; here it waits for the lane instead.
         """
         if self._broken is None:
@@ -125,7 +208,8 @@ class RemoteLane:
             except (OSError, EOFError) as e:
                 raise self._failed(f"{e} (exit code {self._wait()})") from None
         self.granted += 1
-        self._send(("go", self.granted, PF, PD, PS, ended))
+        self._send(("go", self.granted, len(share.PF), len(share.data), share.handovers, share.ended, share.last_ts),
+                   share.arrays())
 
     def _await_message(self) -> None:
         """Block until the lane has sent something; EOFError if its process ended instead."""
@@ -162,17 +246,18 @@ class RemoteLane:
             raise self._failed(f"{e} (exit code {self._wait()})") from None
         return self._take_inbox()
 
-    def announce_finish(self, ended: list[int]) -> None:
-        """Tell the lane the run ends after the batches granted (``ended``: the flows the table
-        ended last), so that it finishes while this process does the same."""
+    def announce_finish(self, handovers: list, ended: list[int]) -> None:
+        """Tell the lane the run ends after the shares sent (``handovers``: the TCP flows DPI
+        handed over at the end; ``ended``: the flows the table ended last), so that it
+        finishes while this process does the same."""
         if not self._finishing:
             self._finishing = True
-            self._send(("finish", self.granted, ended))
+            self._send(("finish", self.granted, handovers, ended))
 
-    def finish(self, ended: list[int]) -> list[tuple[str, pa.RecordBatch]]:
+    def finish(self) -> list[tuple[str, pa.RecordBatch]]:
         """End the lane (if :meth:`announce_finish` has not yet), wait for it and return its
         last records."""
-        self.announce_finish(ended)
+        self.announce_finish([], [])
         try:
             if self._broken is not None:
                 raise self._broken
@@ -183,9 +268,13 @@ class RemoteLane:
         except (OSError, EOFError) as e:
             raise self._failed(f"{e} (exit code {self._wait()})") from None
         finally:
-            self._conn.close()
+            self._close_sockets()
         self._wait()
         return self._take_inbox()
+
+    def _close_sockets(self) -> None:
+        self._conn.close()
+        self._raw.close()
 
     def _wait(self) -> int | None:
         try:
@@ -197,21 +286,22 @@ class RemoteLane:
     def close(self) -> None:
         """Stop the worker if it is still running (after an error in the main process)."""
         if self._proc.poll() is None:
-            self._conn.close()
+            self._close_sockets()
             self._proc.terminate()
             self._wait()
 
 
 def _worker_main(fd: int) -> None:
-    """The lane's process: an Analyzer in the lane's role over the same captures."""
+    """The lane's process: an Analyzer in the lane's role, fed by the main process."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process decides when the run ends
     conn = Connection(fd)
+    raw = socket.socket(fileno=os.dup(fd))
     try:
         from lawtap.nopandas import keep_pandas_out
 
         keep_pandas_out()
-        salt, paths, artifact_root, dpi = conn.recv()
-        _serve(conn, salt, paths, Path(artifact_root) if artifact_root is not None else None, dpi)
+        salt, artifact_root, dpi = conn.recv()
+        _serve(conn, raw, salt, Path(artifact_root) if artifact_root is not None else None, dpi)
     except BaseException:  # noqa: BLE001 - reported to the main process as one line
         try:
             conn.send(("error", traceback.format_exc(limit=3).strip().splitlines()[-1]))
@@ -219,73 +309,88 @@ def _worker_main(fd: int) -> None:
             pass
     finally:
         conn.close()
+        raw.close()
 
 
 class _Grants:
-    """The lane's view of the main process's progress: the batches it may analyze, each with
-    the flow table's answer for it.
+    """The lane's view of the main process's progress: the shares it has sent.
 
     A thread takes the main process's messages as they come, so its sends never wait on the
-    lane: both processes send whole batches (grants one way, records the other), and if each
-    waited for the other to read, with both socket buffers full, neither would.
+    lane: both processes send whole batches (shares one way, records the other), and if each
+    waited for the other to read, with both socket buffers full, neither would. Shares are
+    received into ``MAX_LAG + 2`` buffers in turn: the main process sends share ``k`` only once
+    the lane has answered share ``k - MAX_LAG``, so the buffer share ``k`` reuses is free.
     """
 
-    def __init__(self, conn) -> None:
+    def __init__(self, conn: Connection, raw: socket.socket) -> None:
         self._conn = conn
+        self._raw = raw
+        self._buffers = [np.empty(0, dtype=np.uint8)] * (RemoteLane.MAX_LAG + 2)
         self._cond = threading.Condition()
-        self._flows: dict[int, tuple] = {}  # batch number -> (PF, PD, PS, ended)
-        self.final: int | None = None  # set by "finish": the batches the run analyzed
-        self.final_ended: list[int] = []
+        self._shares: dict[int, Share] = {}  # share number -> share
+        self.final: Share | None = None  # set by "finish": hand-overs and ended flows, no rows
+        self.final_count: int | None = None  # the shares the run sent
         self._lost: BaseException | None = None  # the main process went away
         threading.Thread(target=self._listen, name="lawtap-grants", daemon=True).start()
+
+    def _receive_share(self, k: int, n: int, m: int, handovers: list, ended: list[int], last_ts: int) -> Share:
+        size = n * ROW_BYTES + m
+        slot = k % len(self._buffers)
+        if self._buffers[slot].shape[0] < size:
+            self._buffers[slot] = np.empty(size + size // 4, dtype=np.uint8)
+        buf = self._buffers[slot]
+        _recv_exactly(self._raw, memoryview(buf)[:size])
+        return Share.view(buf, n, m, handovers, ended, last_ts)
 
     def _listen(self) -> None:
         try:
             while self.final is None:
                 message = self._conn.recv()
-                with self._cond:
-                    if message[0] == "go":
-                        self._flows[message[1]] = message[2:]
-                    else:  # ("finish", batches analyzed, flows ended last)
-                        self.final_ended = message[2]
-                        self.final = message[1]
-                    self._cond.notify_all()
+                if message[0] == "go":  # ("go", k, rows, payload bytes, handovers, ended, last_ts)
+                    share = self._receive_share(*message[1:])
+                    with self._cond:
+                        self._shares[message[1]] = share
+                        self._cond.notify_all()
+                else:  # ("finish", shares sent, handovers, ended)
+                    with self._cond:
+                        empty = np.empty(0, dtype=np.uint8)
+                        self.final = Share(empty, empty, empty, empty, empty, empty, empty, message[2], message[3], 0)
+                        self.final_count = message[1]
+                        self._cond.notify_all()
         except (OSError, EOFError) as e:
             with self._cond:
                 self._lost = e
                 self._cond.notify_all()
 
-    def wait_for(self, k: int) -> tuple | None:
-        """Block until batch ``k`` (1-based) is granted and return its flow columns; None if
-        the run ends before it."""
+    def wait_for(self, k: int) -> Share | None:
+        """Block until share ``k`` (1-based) is here and return it; None if the run ends before."""
         with self._cond:
-            while k not in self._flows:
+            while k not in self._shares:
                 if self.final is not None:
                     return None
                 if self._lost is not None:
                     raise self._lost
                 self._cond.wait()
-            return self._flows.pop(k)
+            return self._shares.pop(k)
 
-    def wait_final(self) -> None:
+    def wait_final(self) -> Share:
         with self._cond:
             while self.final is None:
                 if self._lost is not None:
                     raise self._lost
                 self._cond.wait()
+            return self.final
 
 
-def _serve(conn, salt: bytes, paths: list[str], artifact_root: Path | None, dpi: bool) -> None:
-    from lawtap.pipeline import Analyzer, read_ahead, tune_gc_for_a_run
-    from lawtap.sources import open_capture
+def _serve(conn: Connection, raw: socket.socket, salt: bytes, artifact_root: Path | None, dpi: bool) -> None:
+    from lawtap.pipeline import Analyzer, tune_gc_for_a_run
 
     classify = None
     if dpi:
         from lawtap.dpi import classify
-    analyzer = Analyzer(salt, paths, classify=classify, artifact_root=artifact_root, role="lane")
+    analyzer = Analyzer(salt, [], classify=classify, artifact_root=artifact_root, role="lane")
     tune_gc_for_a_run()
-    sources = [open_capture(p, file_id=i) for i, p in enumerate(paths)]
-    grants = _Grants(conn)
+    grants = _Grants(conn, raw)
     services = analyzer.dispatcher.services
 
     def answer(k: int, out: list, ended: list[int]) -> None:
@@ -296,16 +401,11 @@ def _serve(conn, salt: bytes, paths: list[str], artifact_root: Path | None, dpi:
 
     try:
         k = 0
-        for batch, decoded in read_ahead(sources, analyzer):
-            if decoded is None:
-                continue
+        while (share := grants.wait_for(k + 1)) is not None:
             k += 1
-            flows = grants.wait_for(k)
-            if flows is None:
-                break
-            answer(k, list(analyzer.process(batch, decoded, flows)), flows[3])
-        grants.wait_final()
-        out = list(analyzer.finish(grants.final_ended))
+            answer(k, list(analyzer.process_share(share)), share.ended)
+        final = grants.wait_final()
+        out = list(analyzer.finish(final.ended, final.handovers))
         answer(k, out, list(services))  # every flow has ended now
     finally:
         analyzer.close()
