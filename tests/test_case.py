@@ -727,3 +727,27 @@ def test_artifact_write_failure_surfaces_at_close(tmp_path: Path) -> None:
     store.put("cd" * 32, b"payload")
     with pytest.raises(OSError):
         store.close()
+
+
+@pytest.mark.parametrize("lane", ["0", "1"])
+def test_an_artifact_that_cannot_be_written_leaves_the_case_incomplete(lane: str, tmp_path: Path, monkeypatch) -> None:
+    """The run fails, and case.json says the case is not complete, when a recovered object
+    cannot be stored (checked when the run waits for its artifacts, after the last records)."""
+    from lawtap.artifacts import ArtifactStore
+    from lawtap.generate import generate_capture
+    from lawtap.pipeline import run_analysis
+    from lawtap.sources import open_capture
+
+    cap = tmp_path / "mix.pcap"
+    generate_capture(cap, 3, 200)
+    original = ArtifactStore.close
+
+    def failing_close(self) -> None:
+        original(self)
+        raise OSError("disk full")
+
+    monkeypatch.setattr(ArtifactStore, "close", failing_close)  # (the main process's store)
+    monkeypatch.setenv("LAWTAP_LANE", lane)
+    with pytest.raises(OSError, match="disk full"):
+        run_analysis([open_capture(cap)], tmp_path / "case", progress=False)
+    assert read_case_meta(tmp_path / "case")["complete"] is False

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from operator import itemgetter
 from pathlib import Path
@@ -141,6 +141,7 @@ class Analyzer:
         # of the flows and writes only their records; the main process writes everything else.
         self.role = role
         self.lane = None  # the main process's RemoteLane, once started
+        self._ending_lane = None  # the lane, once it has sent its last records
         self.engine = FlowEngine(salt, classify=classify)
         self.dpi = classify is not None
         # File ids: a counter under a salt; the lane counts its own files under another salt.
@@ -266,9 +267,12 @@ class Analyzer:
             self.calls.tick(self._last_ts / 1e9)
         yield from self._records()
 
-    def finish(self, ended: list[int] | None = None, handovers: list | None = None) -> Iterator[tuple[str, pa.RecordBatch]]:
+    def finish(self, ended: list[int] | None = None, handovers: list | None = None, *,
+               idle: Callable[[], None] | None = None) -> Iterator[tuple[str, pa.RecordBatch]]:
         """End the run (in the lane's process: ``ended``, the flows the main process's table
-        ended last, and ``handovers``, the TCP flows its DPI handed over at the end)."""
+        ended last, and ``handovers``, the TCP flows its DPI handed over at the end). With a
+        lane, ``idle`` is called when this process is done and waits for the lane's last
+        records (the case writer can encode what it holds meanwhile)."""
         if ended is None:
             self.engine.finish()
         else:
@@ -287,6 +291,9 @@ class Analyzer:
             yield from self._analyzer_records(final=True)
             if self.lane is not None:
                 lane, self.lane = self.lane, None
+                self._ending_lane = lane  # (close() waits for its last artifacts)
+                if idle is not None:
+                    idle()
                 yield from self._lane_records(lane.finish())
                 yield from self._lane_conn(lane, final=True)
             if self.identities is not None and self.role != "lane":  # (the lane's events come here)
@@ -341,12 +348,17 @@ class Analyzer:
             yield type_name, rb
 
     def close(self) -> None:
-        """Wait for the artifacts still being written (raises the first write failure); stop a
-        lane process the run did not finish (after an error)."""
+        """Wait for the artifacts still being written, here and in the lane (raises the first
+        write failure); stop a lane process the run did not finish (after an error)."""
         if self.dispatcher is not None:
             if self.lane is not None:
                 self.lane.close()
-            self.artifacts.close()
+            try:
+                self.artifacts.close()
+            finally:
+                if self._ending_lane is not None:
+                    lane, self._ending_lane = self._ending_lane, None
+                    lane.wait_done()
 
     # ---- helpers ----
     def _records(self) -> Iterator[tuple[str, pa.RecordBatch]]:
@@ -511,7 +523,7 @@ def run_analysis(
                 interrupted = True
         # A live source catches Ctrl-C itself and ends its stream; the run was still cut short.
         interrupted = interrupted or any(getattr(s, "interrupted", False) for s in sources)
-        for type_name, rb in analyzer.finish():
+        for type_name, rb in analyzer.finish(idle=lambda: writer.flush(wait=False)):
             writer.write(type_name, rb)
     except KeyboardInterrupt:
         interrupted = True
@@ -521,6 +533,9 @@ def run_analysis(
     finally:
         try:
             analyzer.close()  # artifacts still being written
+        except BaseException:
+            failed = True  # (an artifact could not be written)
+            raise
         finally:
             writer.close(stats=analyzer.stats.as_dict(), interrupted=interrupted, complete=False if failed else None)
     if interrupted:

@@ -822,11 +822,12 @@ class CaseWriter:
         if self._buffered_rows[type_name] >= self.row_group_rows or self._buffered_bytes[type_name] >= self.row_group_bytes:
             self._flush_type(type_name, whole_groups_only=True)
 
-    def flush(self) -> None:
-        """Write every buffered row now (e.g. periodically during a live capture)."""
+    def flush(self, wait: bool = True) -> None:
+        """Write every buffered row now (e.g. periodically during a live capture); without
+        ``wait``, only hand them to the writer threads."""
         for type_name in list(self._buffers):
             self._flush_type(type_name)
-        self._reap(wait_all=True)
+        self._reap(wait_all=wait)
 
     def _flush_type(self, type_name: str, whole_groups_only: bool = False) -> None:
         """Write buffered rows as row groups (the rows of a last, partial group stay buffered

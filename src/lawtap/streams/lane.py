@@ -229,6 +229,9 @@ class RemoteLane:
                 self._inbox += _unpack(message[2])
                 self.services.update(message[3])
                 self.answered = message[1]
+            elif message[0] == "last":  # ("last", records, services): what it made at the end
+                self._inbox += _unpack(message[1])
+                self.services.update(message[2])
         if message[0] == "error":
             raise self._failed(message[1])
         return message[0]
@@ -255,25 +258,37 @@ class RemoteLane:
             self._send(("finish", self.granted, handovers, ended))
 
     def finish(self) -> list[tuple[str, pa.RecordBatch]]:
-        """End the lane (if :meth:`announce_finish` has not yet), wait for it and return its
-        last records."""
+        """End the lane (if :meth:`announce_finish` has not yet), wait for its last records and
+        return them (its artifacts may still be being written: :meth:`wait_done`)."""
         self.announce_finish([], [])
+        self._await("last")
+        return self._take_inbox()
+
+    def wait_done(self) -> None:
+        """Wait until the lane has written its last artifact and ended (raises if it failed)."""
         try:
-            if self._broken is not None:
-                raise self._broken
-            while True:
-                self._await_message()
-                if self._receive() == "done":
-                    break
-        except (OSError, EOFError) as e:
-            raise self._failed(f"{e} (exit code {self._wait()})") from None
+            self._await("done")
         finally:
             self._close_sockets()
         self._wait()
-        return self._take_inbox()
+
+    def _await(self, kind: str) -> None:
+        try:
+            if self._broken is not None:
+                raise self._broken
+            while self._receive_kind() != kind:
+                pass
+        except (OSError, EOFError) as e:
+            self._close_sockets()
+            raise self._failed(f"{e} (exit code {self._wait()})") from None
+
+    def _receive_kind(self) -> str:
+        self._await_message()
+        return self._receive()
 
     def _close_sockets(self) -> None:
-        self._conn.close()
+        if not self._conn.closed:
+            self._conn.close()
         self._raw.close()
 
     def _wait(self) -> int | None:
@@ -406,7 +421,9 @@ def _serve(conn: Connection, raw: socket.socket, salt: bytes, artifact_root: Pat
             answer(k, list(analyzer.process_share(share)), share.ended)
         final = grants.wait_final()
         out = list(analyzer.finish(final.ended, final.handovers))
-        answer(k, out, list(services))  # every flow has ended now
+        # Every flow has ended now. The records go before the last artifacts are written, so
+        # the main process writes them meanwhile.
+        conn.send(("last", _pack(out), dict(services)))
     finally:
         analyzer.close()
     conn.send(("done",))
