@@ -751,3 +751,24 @@ def test_an_artifact_that_cannot_be_written_leaves_the_case_incomplete(lane: str
     with pytest.raises(OSError, match="disk full"):
         run_analysis([open_capture(cap)], tmp_path / "case", progress=False)
     assert read_case_meta(tmp_path / "case")["complete"] is False
+
+
+def test_background_threads_run_at_a_lower_priority() -> None:
+    """Hashing, artifact and Parquet threads yield the cores to the main thread (Linux)."""
+    import os
+    import sys
+    from concurrent.futures import ThreadPoolExecutor
+
+    from lawtap.threads import BACKGROUND_NICENESS, lower_priority
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("per-thread priorities are a Linux feature")
+    import threading
+
+    def niceness() -> int:
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    before = niceness()
+    with ThreadPoolExecutor(max_workers=1, initializer=lower_priority) as pool:
+        assert pool.submit(niceness).result() == min(before + BACKGROUND_NICENESS, 19)
+    assert niceness() == before  # the calling thread keeps its own

@@ -17,6 +17,7 @@ import pyarrow as pa
 
 from lawtap.analyzers.base import ConnInfo, FileObject
 from lawtap.records import FILES
+from lawtap.threads import lower_priority
 
 
 class ArtifactStore:
@@ -47,7 +48,8 @@ class ArtifactStore:
         if sha256 not in self._queued:
             self._queued.add(sha256)
             if self._pool is None:
-                self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lawtap-artifacts")
+                self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lawtap-artifacts",
+                                               initializer=lower_priority)
             while self._pending and (self._pending[0][0].done() or self._pending_bytes + len(data) > self.MAX_PENDING_BYTES):
                 self._reap_one()
             self._pending.append((self._pool.submit(self._write, os.path.join(self.root, rel), data), len(data)))
@@ -124,7 +126,8 @@ class PendingDigests:
         derived = derived or [False] * len(objects)
         big = [i for i, d in enumerate(objects) if len(d) >= PARALLEL_BYTES]
         if big and _pool is None:
-            _pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="lawtap-hash")
+            _pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="lawtap-hash",
+                                       initializer=lower_priority)
         self._futures = {i: _pool.submit(_digests, objects[i], known[i], derived[i]) for i in big} if big else {}
         self._small = {i: _digests(d, known[i], derived[i]) for i, d in enumerate(objects) if i not in self._futures}
         self._n = len(objects)

@@ -37,8 +37,9 @@ import pyarrow.parquet as pq
 
 from lawtap import __version__
 from lawtap.errors import LawtapError
-from lawtap.signals import sigint_deferred
 from lawtap.records import SCHEMAS
+from lawtap.signals import sigint_deferred
+from lawtap.threads import lower_priority
 
 
 
@@ -863,7 +864,8 @@ class CaseWriter:
         lane = type_name in SEPARATE_WRITERS
         pool = self._pools.get(lane)
         if pool is None:
-            pool = self._pools[lane] = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lawtap-writer")
+            pool = self._pools[lane] = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lawtap-writer",
+                                                          initializer=lower_priority)
         return pool
 
     def _reap(self, wait_for_room: bool = False, wait_all: bool = False) -> None:
