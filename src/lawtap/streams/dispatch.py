@@ -37,11 +37,12 @@ from lawtap.streams.reassembly import Data, Gap, TcpStream
 # IN_LANE: analyzed by the lane's process; IN_DNS_SET: one of the UDP DNS flows of DnsFlows
 UNDECIDED, ANALYZING, IGNORED, IN_LANE, IN_DNS_SET = 0, 1, 2, 3, 4
 # With a lane (lawtap.streams.lane), each flow is analyzed by one of two processes. The lane owns
-# every UDP flow but those the flow kernel names (DNS, which stays in the main process): it sees
-# them from their first packet. It also owns the TCP flows DPI names as one of these services:
-# SIP, so that signalling over TCP is in the same process as the RTP its SDP announces (the
-# call tracker ties the two), and mail, which needs nothing from other flows. The split balances
-# the two processes on a typical mix (the lane also reads and decodes the file itself).
+# every UDP flow but those the flow kernel names (DNS, which stays in the main process): it gets
+# them from their first packet. It also owns the TCP flows the main process's DPI names as one of
+# these services: SIP, so that signalling over TCP is in the same process as the RTP its SDP
+# announces (the call tracker ties the two), and mail, which needs nothing from other flows.
+# The main process also reads, decodes and runs the flow table; on a typical mix this split
+# keeps both busy (DNS or TLS in the lane measured no faster).
 LANE_TCP_SERVICES = frozenset({"sip", "smtp", "pop3", "imap"})
 MAX_PENDING_PAYLOADS = 8  # payload packets kept while DPI decides
 # Protocols that can hand their connection over to TLS (STARTTLS and friends): when their
