@@ -330,7 +330,6 @@ class StreamDispatcher:
         packets kept while it decided; later ones come in the shares' rows."""
         self._grow(fid)
         flow = self.flows[fid] = _Flow(conn=conn, proto=6, pending=kept)
-        self.lane_owned[fid] = 1
         self.services[fid] = service
         cls = self.registry.get(service)
         if cls is None:
