@@ -207,52 +207,64 @@ class Analyzer:
         PF, POF, PD, PS = self.engine.run(data, A, D, batch.ts)
         ended = list(self.engine.ended_fids) if self.lane is not None else []
         self._last_ts = max(self._last_ts, int(batch.ts[-1]))
-        if self.dispatcher is not None:
-            self.dispatcher.batch(data, A, D, batch.ts, PF, PD, PS)
-            if self.calls is not None:
-                self.calls.tick(self._last_ts / 1e9)
+        try:
+            if self.dispatcher is not None:
+                self.dispatcher.batch(data, A, D, batch.ts, PF, PD, PS)
+                if self.calls is not None:
+                    self.calls.tick(self._last_ts / 1e9)
 
-        st.packets += n
-        st.bytes += int(batch.caplen.sum())
-        st.flow_packets += int(np.count_nonzero(status == dk.ST_FLOW))
-        st.non_ip += int(np.count_nonzero(status == dk.ST_NON_IP))
-        st.ip_other += int(np.count_nonzero(status == dk.ST_IP_OTHER))
-        st.malformed += int(np.count_nonzero(status == dk.ST_BAD))
-        if st.first_ts == 0:
-            st.first_ts = int(batch.ts[0])
-        st.first_ts = min(st.first_ts, int(batch.ts.min()))
-        st.last_ts = max(st.last_ts, int(batch.ts.max()))
+            st.packets += n
+            st.bytes += int(batch.caplen.sum())
+            st.flow_packets += int(np.count_nonzero(status == dk.ST_FLOW))
+            st.non_ip += int(np.count_nonzero(status == dk.ST_NON_IP))
+            st.ip_other += int(np.count_nonzero(status == dk.ST_IP_OTHER))
+            st.malformed += int(np.count_nonzero(status == dk.ST_BAD))
+            if st.first_ts == 0:
+                st.first_ts = int(batch.ts[0])
+            st.first_ts = min(st.first_ts, int(batch.ts.min()))
+            st.last_ts = max(st.last_ts, int(batch.ts.max()))
 
-        frames = np.arange(self._frame + 1, self._frame + n + 1, dtype=np.int64)
-        self._frame += n
-        weird_rows = np.nonzero(D[:, dk.C_WEIRD])[0]
-        if len(weird_rows):
-            yield "weird", self._decode_weirds(batch, D, PF, frames, weird_rows)
-        if self.defrag.weirds:
-            yield "weird", self._simple_weirds(self.defrag.weirds, "defrag", int(batch.ts[-1]))
-            self.defrag.weirds = []
-        yield "packets", pa.RecordBatch.from_arrays(
-            [
-                pa.array(frames),
-                pa.array(batch.ts, type=pa.int64()),
-                pa.array(PF),
-                pa.array(POF),
-                pa.array(batch.file_id, type=pa.int16()),
-                pa.array(batch.file_offset, type=pa.int64()),
-                pa.array(batch.caplen, type=pa.int32()),
-                pa.array(batch.wirelen, type=pa.int32()),
-                pa.array(batch.linktype, type=pa.int32()),
-            ],
-            schema=PACKETS,
-        )
-        yield from self._records()  # (flows ended here may be handed to the lane: DPI's last word)
+            frames = np.arange(self._frame + 1, self._frame + n + 1, dtype=np.int64)
+            self._frame += n
+            weird_rows = np.nonzero(D[:, dk.C_WEIRD])[0]
+            if len(weird_rows):
+                yield "weird", self._decode_weirds(batch, D, PF, frames, weird_rows)
+            if self.defrag.weirds:
+                yield "weird", self._simple_weirds(self.defrag.weirds, "defrag", int(batch.ts[-1]))
+                self.defrag.weirds = []
+            yield "packets", pa.RecordBatch.from_arrays(
+                [
+                    pa.array(frames),
+                    pa.array(batch.ts, type=pa.int64()),
+                    pa.array(PF),
+                    pa.array(POF),
+                    pa.array(batch.file_id, type=pa.int16()),
+                    pa.array(batch.file_offset, type=pa.int64()),
+                    pa.array(batch.caplen, type=pa.int32()),
+                    pa.array(batch.wirelen, type=pa.int32()),
+                    pa.array(batch.linktype, type=pa.int32()),
+                ],
+                schema=PACKETS,
+            )
+            yield from self._records()  # (flows ended here may be handed to the lane: DPI's last word)
+        finally:
+            # Also when Ctrl-C cuts the batch short: the lane analyzes every batch this process
+            # began (its rows were set aside first), so none of its flows loses packets.
+            if self.lane is not None:
+                self._send_share(data, A, D, batch.ts, PF, PD, PS, ended)
         if self.lane is not None:
-            from lawtap.streams.lane import Share
-
-            rows, handovers = self.dispatcher.take_lane_share()
-            self.lane.advance(Share.cut(rows, data, A, D, batch.ts, PF, PD, PS, handovers, ended, self._last_ts))
             yield from self._lane_records(self.lane.poll())
             yield from self._lane_conn(self.lane)
+
+    def _send_share(self, data: np.ndarray, A: np.ndarray, D: np.ndarray, ts: np.ndarray, PF: np.ndarray,
+                    PD: np.ndarray, PS: np.ndarray, ended: list[int]) -> None:
+        """Send the lane its share of the batch (cut on the lane's sending thread)."""
+        from functools import partial
+
+        from lawtap.streams.lane import Share
+
+        rows, handovers = self.dispatcher.take_lane_share()
+        self.lane.advance(partial(Share.cut, rows, data, A, D, ts, PF, PD, PS, handovers, ended, self._last_ts))
 
     def process_share(self, share) -> Iterator[tuple[str, pa.RecordBatch]]:
         """The lane's process: analyze its share of a batch (a :class:`lawtap.streams.lane.Share`:

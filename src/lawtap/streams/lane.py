@@ -29,12 +29,14 @@ they keep their order. The lane's file ids are counted under a salt of its own.
 from __future__ import annotations
 
 import os
+import queue
 import signal
 import socket
 import subprocess
 import sys
 import threading
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -179,37 +181,53 @@ class RemoteLane:
         self.answered = 0  # shares the lane has answered
         self.services: dict[int, str] = {}  # fid -> service, of the lane's flows that ended
         self._inbox: list[tuple[str, pa.RecordBatch]] = []  # records received, not yet taken
+        # Messages leave in order from a thread of their own, which also cuts the shares: the
+        # main thread, which every batch waits for, only queues them.
+        self._outbox: queue.SimpleQueue = queue.SimpleQueue()
+        self._sender = threading.Thread(target=self._pump, name="lawtap-lane-sender", daemon=True)
+        self._sender.start()
         self._send((salt, str(artifact_root) if artifact_root is not None else None, dpi))
 
-    def _send(self, message: tuple, arrays: tuple[np.ndarray, ...] = ()) -> None:
-        if self._broken is not None:
-            return
-        try:
-            with sigint_deferred():  # a message is sent whole, or not at all
+    def _send(self, message: tuple, make_share: Callable[[], Share] | None = None) -> None:
+        """Queue a message (and the share ``make_share`` cuts, whose arrays follow it)."""
+        self._outbox.put((message, make_share))
+
+    def _pump(self) -> None:
+        while (item := self._outbox.get()) is not None:
+            message, make_share = item
+            if self._broken is not None:
+                continue
+            try:
+                arrays: tuple[np.ndarray, ...] = ()
+                if make_share is not None:
+                    share = make_share()
+                    message += (len(share.PF), len(share.data), share.handovers, share.ended, share.last_ts)
+                    arrays = share.arrays()
                 self._conn.send(message)
                 for a in arrays:
                     if a.nbytes:
                         self._raw.sendall(memoryview(a).cast("B"))
-        except (OSError, EOFError) as e:  # the worker died: reported by poll or finish
-            self._broken = e
+            except BaseException as e:  # noqa: BLE001 - the worker died (or a share could not be cut): reported by poll or finish
+                self._broken = e
 
-    def advance(self, share: Share) -> None:
-        """Send the lane its share of the batch this process has just analyzed.
+    def advance(self, make_share: Callable[[], Share]) -> None:
+        """Send the lane its share of the batch this process has just analyzed (cut by
+        ``make_share`` on the sending thread).
 
         At most ``MAX_LAG`` shares ahead of the lane's answers: a lane slower than this
         process (a mail-heavy capture) would otherwise pile up shares in its memory, and this
         process the conn rows it holds for the lane; here it waits for the lane instead.
         """
-        if self._broken is None:
-            try:
-                while self.granted - self.answered >= self.MAX_LAG:
-                    self._await_message()
-                    self._receive()
-            except (OSError, EOFError) as e:
-                raise self._failed(f"{e} (exit code {self._wait()})") from None
-        self.granted += 1
-        self._send(("go", self.granted, len(share.PF), len(share.data), share.handovers, share.ended, share.last_ts),
-                   share.arrays())
+        with sigint_deferred():  # (Ctrl-C must not cost the lane a batch this process analyzed)
+            if self._broken is None:
+                try:
+                    while self.granted - self.answered >= self.MAX_LAG:
+                        self._await_message()
+                        self._receive()
+                except (OSError, EOFError) as e:
+                    raise self._failed(f"{e} (exit code {self._wait()})") from None
+            self.granted += 1
+            self._send(("go", self.granted), make_share)
 
     def _await_message(self) -> None:
         """Block until the lane has sent something; EOFError if its process ended instead."""
@@ -287,6 +305,8 @@ class RemoteLane:
         return self._receive()
 
     def _close_sockets(self) -> None:
+        self._outbox.put(None)
+        self._sender.join(timeout=10)
         if not self._conn.closed:
             self._conn.close()
         self._raw.close()
