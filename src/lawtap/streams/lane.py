@@ -207,8 +207,8 @@ class RemoteLane:
                 for a in arrays:
                     if a.nbytes:
                         self._raw.sendall(memoryview(a).cast("B"))
-            except BaseException as e:  # noqa: BLE001 - the worker died (or a share could not be cut): reported by poll or finish
-                self._broken = e
+            except BaseException as e:  # noqa: BLE001 - reported by poll or finish
+                self._broken = e  # (the worker died, or a share could not be cut)
 
     def advance(self, make_share: Callable[[], Share]) -> None:
         """Send the lane its share of the batch this process has just analyzed (cut by
