@@ -363,7 +363,7 @@ class _Grants:
         self._buffers = [np.empty(0, dtype=np.uint8)] * (RemoteLane.MAX_LAG + 2)
         self._cond = threading.Condition()
         self._shares: dict[int, Share] = {}  # share number -> share
-        self.final: Share | None = None  # set by "finish": hand-overs and ended flows, no rows
+        self.final: tuple[list, list[int]] | None = None  # set by "finish": (hand-overs, flows ended)
         self.final_count: int | None = None  # the shares the run sent
         self._lost: BaseException | None = None  # the main process went away
         threading.Thread(target=self._listen, name="lawtap-grants", daemon=True).start()
@@ -388,8 +388,7 @@ class _Grants:
                         self._cond.notify_all()
                 else:  # ("finish", shares sent, handovers, ended)
                     with self._cond:
-                        empty = np.empty(0, dtype=np.uint8)
-                        self.final = Share(empty, empty, empty, empty, empty, empty, empty, message[2], message[3], 0)
+                        self.final = (message[2], message[3])
                         self.final_count = message[1]
                         self._cond.notify_all()
         except (OSError, EOFError) as e:
@@ -408,7 +407,8 @@ class _Grants:
                 self._cond.wait()
             return self._shares.pop(k)
 
-    def wait_final(self) -> Share:
+    def wait_final(self) -> tuple[list, list[int]]:
+        """Block until the run ends; the TCP flows handed over at the end, the flows ended last."""
         with self._cond:
             while self.final is None:
                 if self._lost is not None:
@@ -439,8 +439,8 @@ def _serve(conn: Connection, raw: socket.socket, salt: bytes, artifact_root: Pat
         while (share := grants.wait_for(k + 1)) is not None:
             k += 1
             answer(k, list(analyzer.process_share(share)), share.ended)
-        final = grants.wait_final()
-        out = list(analyzer.finish(final.ended, final.handovers))
+        handovers, ended = grants.wait_final()
+        out = list(analyzer.finish(ended, handovers))
         # Every flow has ended now. The records go before the last artifacts are written, so
         # the main process writes them meanwhile.
         conn.send(("last", _pack(out), dict(services)))
