@@ -384,3 +384,13 @@ def test_scanner_never_reads_out_of_bounds() -> None:
             % str(Path(__file__).parent))
     r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stderr[-3000:]
+
+
+def test_an_unknown_extension_value_is_absent_not_a_crash() -> None:
+    """A PS-PDU whose payloadDirection (an extensible enumeration) carries a value from an
+    extension this decoder does not know (5; pycrate decodes it as None): its header reads
+    with no direction instead of failing (found by the fuzz test above)."""
+    data = (b"0g\xa12\x80\x07" + bytes(7) + b"\x81\x01\x00\xa3\r\xa0\x01\x80" + bytes(10) + b"\x84\x01" + bytes(21)
+            + b"\xa21\xa1/0\x04\x80\x01\x05\xa2\x00\x00&" + bytes(38))
+    assert pdu.decode_pdu(data)["payload"][1][0]["payloadDirection"] is None
+    assert peek(data).direction is None

@@ -1172,6 +1172,12 @@ _KIND_TAGS = {"iRIPayloadSequence": KIND_IRI, "cCPayloadSequence": KIND_CC, "tRI
               "encryptionContainer": 4, "hI4Payload": 7}
 
 
+def _position(names: tuple[str, ...], name: str | None) -> int | None:
+    """The code of an enumerated value; None when absent, or when the decoder met a value from
+    an extension it does not know (pycrate then gives None)."""
+    return names.index(name) if name in names else None
+
+
 def header_from_value(value: dict[str, Any]) -> PduHeader:
     """A :class:`PduHeader` from a schema-decoded PS-PDU (first payload only if aggregated)."""
     h = value["pSHeader"]
@@ -1193,21 +1199,21 @@ def header_from_value(value: dict[str, Any]) -> PduHeader:
         alt, v = cc["cCContents"]
         sub = _CC_TAGS.get(alt, -1)
         if "payloadDirection" in cc:
-            direction = _DIRECTION_NAMES.index(cc["payloadDirection"])
+            direction = _position(_DIRECTION_NAMES, cc["payloadDirection"])
         if alt == "iPCC" and v["iPCCContents"][0] == "iPPackets":
             data = v["iPCCContents"][1]
         elif alt == "emailCC":
-            data, fmt = v["content"], {"ip-packet": 1, "application": 2}[v["email-Format"]]
+            data, fmt = v["content"], {"ip-packet": 1, "application": 2}.get(v["email-Format"])
         elif alt == "iPMMCC":
             data = v["mMCCContents"]
             ft = v.get("frameType")
-            fmt = None if ft is None else ["ipFrame", "udpFrame", "rtpFrame", "audioFrame", "tcpFrame",
-                                            "artificialRtpFrame", "udptlFrame", "msrpFrame"].index(ft)
+            fmt = _position(("ipFrame", "udpFrame", "rtpFrame", "audioFrame", "tcpFrame", "artificialRtpFrame",
+                             "udptlFrame", "msrpFrame"), ft)
     elif kind == KIND_IRI and body:
         iri = body[0]
         sub = _IRI_TAGS.get(iri["iRIContents"][0], -1)
         t = iri.get("iRIType")
-        fmt = None if t is None else {v: k for k, v in _IRI_TYPE_NAMES.items()}[t]
+        fmt = {v: k for k, v in _IRI_TYPE_NAMES.items()}.get(t)
     elif kind == KIND_TRI:
         sub = _TRI_TAGS.get(body[0], -1)
     return PduHeader(
