@@ -51,6 +51,7 @@ EXPORTS: tuple[tuple[str, str, str], ...] = (
     ("lawtap.flows.table", "address_chars", "i8(u8[::1], u8[::1], i4[::1], u1[::1])"),
     # With every analyzer on: the analyzers' hot kernels, so that a run imports no numba at all.
     ("lawtap.streams.gather", "gather_payloads", "void(u1[::1], i8[::1], i8[::1], u1[::1])"),
+    ("lawtap.streams.gather", "flow_groups", "i8(i8[::1], i8[::1], i8[::1], i8[::1])"),
     ("lawtap.analyzers.dns_scan", "scan",
      "UniTuple(i8, 3)(u1[::1], i8[::1], i8[::1], i8[:,::1], u1[::1], u1[::1], i8[::1], i8[::1], u1[::1])"),
     ("lawtap.analyzers.rtp", "_rtp_headers", "b1(u1[::1], i8[::1], i8[::1], i8[:,::1])"),

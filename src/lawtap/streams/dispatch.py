@@ -31,7 +31,7 @@ from lawtap.analyzers.base import ConnInfo, FileObject, StreamAnalyzer
 from lawtap.decode import kernel as dk
 from lawtap.flows.engine import address_strings, address_text
 from lawtap.flows.table import SERVICE_NAMES
-from lawtap.streams.gather import gather_payloads
+from lawtap.streams.gather import flow_groups, gather_payloads
 from lawtap.streams.reassembly import Data, Gap, TcpStream
 
 # IN_LANE: analyzed by the lane's process; IN_DNS_SET: one of the UDP DNS flows of DnsFlows
@@ -69,17 +69,6 @@ class _Flow:
 _DEFAULT_DATAGRAM_BATCH = StreamAnalyzer.datagram_batch
 
 
-def _group_by_flow(idx: np.ndarray, fids: np.ndarray) -> np.ndarray:
-    """Reorder packet indices so each flow's packets are contiguous (in capture order), flows
-    ordered by their first packet."""
-    uniq, first, inverse = np.unique(fids, return_index=True, return_inverse=True)
-    if len(uniq) == len(fids):
-        return idx
-    rank = np.empty(len(uniq), dtype=np.int64)
-    rank[np.argsort(first, kind="stable")] = np.arange(len(uniq))
-    return idx[np.argsort(rank[inverse], kind="stable")]
-
-
 class StreamDispatcher:
     """Owns the per-connection analyzers of a run."""
 
@@ -94,6 +83,7 @@ class StreamDispatcher:
         self._new_addrs: dict[int, tuple[str, str]] = {}  # the batch's new flows: (src, dst) text
         self.media_hint = media_hint  # names the service of a UDP flow announced by signalling (SDP)
         self.state = np.zeros(1 << 16, dtype=np.int8)  # by flow id: UNDECIDED/ANALYZING/IGNORED
+        self._slot = np.full(1 << 16, -1, dtype=np.int64)  # by flow id: scratch of _groups (-1)
         self.flows: dict[int, _Flow] = {}
         self.records: dict[str, list[tuple[int, ConnInfo, dict[str, Any]]]] = {}
         self.files: list[tuple[int, ConnInfo, FileObject]] = []
@@ -169,7 +159,7 @@ class StreamDispatcher:
         if not len(idx):
             return
         self.analyzed_packets += len(idx)
-        idx = _group_by_flow(idx, PF[idx])
+        idx = idx[self._groups(PF[idx])[0]]
         n = len(idx)
         fid_a = PF[idx]
         dir_a = PD[idx]
@@ -307,6 +297,17 @@ class StreamDispatcher:
             size = max(top + 1, self.state.shape[0] * 2)
             self.state = np.concatenate([self.state, np.zeros(size - self.state.shape[0], dtype=np.int8)])
             self.lane_owned = np.concatenate([self.lane_owned, np.zeros(size - self.lane_owned.shape[0], dtype=np.int8)])
+            self._slot = np.concatenate([self._slot, np.full(size - self._slot.shape[0], -1, dtype=np.int64)])
+
+    def _groups(self, fids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(order, firsts)`` of packets of flows ``fids``: ``order`` puts each flow's packets
+        together (in capture order), flows ordered by their first packet; ``firsts``, each flow's
+        first position (see :func:`~lawtap.streams.gather.flow_groups`)."""
+        fids = np.ascontiguousarray(fids, dtype=np.int64)
+        order = np.empty(fids.shape[0], dtype=np.int64)
+        firsts = np.empty(fids.shape[0], dtype=np.int64)
+        g = flow_groups(fids, self._slot, order, firsts)
+        return order, firsts[:g]
 
     # ---- the lane's share (lawtap.streams.lane) ----
     def take_lane_share(self) -> tuple[np.ndarray, list[tuple[int, ConnInfo, str, list[tuple]]]]:
@@ -386,7 +387,7 @@ class StreamDispatcher:
         state = self.state
         fresh = state[fids] == UNDECIDED
         if fresh.any():
-            first = np.unique(fids, return_index=True)[1]
+            first = self._groups(fids)[1]
             firsts = first[fresh[first]]
             if self.flows:  # (undecided flows waiting for DPI are not new)
                 firsts = firsts[np.array([f not in self.flows for f in fids[firsts].tolist()], dtype=np.bool_)]
@@ -424,7 +425,7 @@ class StreamDispatcher:
         state = self.state
         fresh = (state[fids] == UNDECIDED) & np.isin(PS[idx], self._dns_codes) & (D[idx, dk.C_PROTO] == 17)
         if fresh.any():
-            first = np.unique(fids, return_index=True)[1]
+            first = self._groups(fids)[1]
             firsts = first[fresh[first]]
             joining = [f for f in fids[firsts].tolist() if f not in self.flows]
             if joining and self.channels:
@@ -437,7 +438,7 @@ class StreamDispatcher:
         if not in_set.any():
             return idx
         rows = idx[in_set]
-        rows = _group_by_flow(rows, PF[rows])
+        rows = rows[self._groups(PF[rows])[0]]
         self.dns_flows.messages_of(data, PF[rows], D[rows, dk.C_PAY_OFF], D[rows, dk.C_PAY_LEN], ts[rows] / 1e9,
                                    A[rows, :4], D[rows, dk.C_SPORT], D[rows, dk.C_DPORT], PD[rows])
         return idx[~in_set]
