@@ -379,3 +379,24 @@ def test_a_batch_cut_short_by_ctrl_c_still_reaches_the_lane(tmp_path: Path) -> N
         records.throw(KeyboardInterrupt)
     assert len(lane.shares) == 1 and len(lane.shares[0].PF) > 0
     assert set(np.unique(lane.shares[0].PF).tolist()) <= set(np.flatnonzero(an.dispatcher.state == IN_LANE).tolist())
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(0, 40), max_size=300))
+def test_flow_groups_matches_the_sorting_reference(fids):
+    """The dispatcher's grouping kernel against what np.unique and stable argsorts gave:
+    each flow's packets together in capture order, flows by their first packet."""
+    from lawtap.streams.gather import flow_groups
+
+    f = np.array(fids, dtype=np.int64)
+    slot = np.full(64, -1, dtype=np.int64)
+    order = np.empty(len(f), dtype=np.int64)
+    firsts = np.empty(len(f), dtype=np.int64)
+    g = flow_groups(f, slot, order, firsts)
+    uniq, first, inverse = np.unique(f, return_index=True, return_inverse=True)
+    rank = np.empty(len(uniq), dtype=np.int64)
+    rank[np.argsort(first, kind="stable")] = np.arange(len(uniq))
+    assert g == len(uniq)
+    assert order.tolist() == np.argsort(rank[inverse], kind="stable").tolist()
+    assert firsts[:g].tolist() == np.sort(first).tolist()  # first positions, in order of appearance
+    assert (slot == -1).all()  # the scratch is left as found
