@@ -55,7 +55,9 @@ STARTUP_TARGET_S = 1.0
 DEFAULT_TOOLS = ("tshark", "nfstream", "dpkt", "lawtap")
 # Issue 3's comparison: object extraction and plain reassembly against lawtap with every analyzer.
 RECONSTRUCT_TOOLS = ("tshark-export", "tcpflow", "lawtap-full")
-KNOWN_TOOLS = DEFAULT_TOOLS + RECONSTRUCT_TOOLS
+# What lawtap-full's outputs cost with no analysis at all (bench/floor.py): after lawtap-full.
+FLOOR_TOOL = "output-floor"
+KNOWN_TOOLS = DEFAULT_TOOLS + RECONSTRUCT_TOOLS + (FLOOR_TOOL,)
 # Standard workload names: the shared README quotes its peers' figures on these two files.
 WORKLOAD_NAMES = {"50M": "small", "1G": "large"}
 RUN_TIMEOUT_S = 3 * 3600
@@ -68,6 +70,7 @@ TASKS = {
     "tshark-export": "export http+imf objects (out-of-order reassembly on)",
     "tcpflow": "TCP reassembly to files",
     "lawtap-full": "analyze: flows, DPI, reassembly, every analyzer, artifacts",
+    FLOOR_TOOL: "no analysis: read the capture, hash and store lawtap-full's objects (bench/floor.py)",
 }
 
 
@@ -321,6 +324,9 @@ def ensure_peers(names: list[str], allow_install: bool) -> dict[str, Peer]:
             else:  # noqa: PLR5501
                 why = "apt-get install tshark failed" if allow_install else "--no-install"
                 peers[name] = Peer(name, False, "", f"tshark not found ({why})")
+        elif name == FLOOR_TOOL:
+            peers[name] = Peer(name, "lawtap-full" in names, "",
+                               "" if "lawtap-full" in names else "needs lawtap-full in the same suite (its case)")
         elif name in ("dpkt", "nfstream"):
             ok, info = ensure_python_peer(name, allow_install)
             peers[name] = Peer(name, ok, info if ok else "", "" if ok else info)
@@ -540,7 +546,7 @@ def parse_result(tool: str, run: Run) -> dict:
         text = run.stdout.read_text(errors="replace")
     except OSError:
         return {}
-    if tool in ("dpkt", "nfstream"):
+    if tool in ("dpkt", "nfstream", FLOOR_TOOL):
         for line in reversed(text.strip().splitlines()):
             try:
                 return json.loads(line)
@@ -574,6 +580,8 @@ def output_dir(tool: str, case_dir: Path) -> Path | None:
         return WORK / "tshark-objects"
     if tool == "tcpflow":
         return WORK / "tcpflow-out"
+    if tool == FLOOR_TOOL:
+        return WORK / "floor-out"
     return None
 
 
@@ -599,6 +607,16 @@ def empty_trash() -> None:
     shutil.rmtree(TRASH, ignore_errors=True)
 
 
+def floor_times(r: Run) -> None:
+    """The floor's wall and CPU times are those of its timed part (bench/floor.py), not of
+    its process, which also imports pyarrow and loads the objects from lawtap-full's case."""
+    try:
+        timed = json.loads(r.stdout.read_text().strip().splitlines()[-1])
+        r.wall, r.user_s, r.sys_s = float(timed["wall_s"]), float(timed["cpu_s"]), 0.0
+    except (OSError, IndexError, ValueError, KeyError) as e:
+        r.note = f"no timing from bench/floor.py: {e}"
+
+
 def tool_cmd(tool: str, pcap: Path, case_dir: Path, meters: int) -> list[str]:
     py = sys.executable
     if tool == "tshark":
@@ -620,6 +638,10 @@ def tool_cmd(tool: str, pcap: Path, case_dir: Path, meters: int) -> list[str]:
         out = output_dir(tool, case_dir)
         out.mkdir(parents=True, exist_ok=True)
         return [shutil.which("tcpflow") or "tcpflow", "-r", str(pcap), "-o", str(out)]
+    if tool == FLOOR_TOOL:  # the objects of lawtap-full's case of the same suite
+        full_case = case_dir.with_name(case_dir.name.replace(FLOOR_TOOL, "lawtap-full"))
+        return [py, str(BENCH / "floor.py"), "--case", str(full_case), "--pcap", str(pcap),
+                "--out", str(output_dir(tool, case_dir))]
     raise ValueError(tool)
 
 
@@ -753,7 +775,7 @@ def ratios(tools: dict, key: str = "pps") -> dict:
             continue
         # Reconstruction peers are compared with lawtap running every analyzer; flow peers with
         # lawtap's flows + DPI mode.
-        law = tools.get("lawtap-full" if name in RECONSTRUCT_TOOLS else "lawtap")
+        law = tools.get("lawtap-full" if name in RECONSTRUCT_TOOLS or name == FLOOR_TOOL else "lawtap")
         if law and law.get("status") == "ok" and law.get(key) and t.get("status") == "ok" and t.get(key):
             out[name] = round(law[key] / t[key], 3)
         else:
@@ -766,7 +788,7 @@ def ratio_text(name: str, tools: dict, rat: dict | None) -> str:
         return "-"
     if name.startswith("lawtap"):
         return "1.00x" if tools[name].get("status") == "ok" else "-"
-    law = tools.get("lawtap-full" if name in RECONSTRUCT_TOOLS else "lawtap")
+    law = tools.get("lawtap-full" if name in RECONSTRUCT_TOOLS or name == FLOOR_TOOL else "lawtap")
     if law is None:
         return "n/a (lawtap not run)"
     if law.get("status") != "ok":
@@ -895,6 +917,8 @@ def run_suite(
                 if bg is not None and bg >= 0.25:
                     log(f"  machine still busy ({bg:.2f} cores of other work) after {idle_wait:.0f} s; running anyway")
             r = measure(cmd, f"{label}-{t}-{i + 1}")
+            if t == FLOOR_TOOL and r.exit == 0:
+                floor_times(r)
             runs[t].append(r)
             extra = f", peak RSS {r.peak_rss_kb / 1024:.0f} MB" if r.peak_rss_kb else ""
             if r.other_cores is not None:
@@ -958,6 +982,9 @@ def main(argv: list[str] | None = None) -> int:
     if a.repeat < 1:
         p.error("--repeat must be at least 1")
     tools = list(dict.fromkeys(tools))
+    if FLOOR_TOOL in tools and "lawtap-full" in tools:  # it reads lawtap-full's case
+        tools.remove(FLOOR_TOOL)
+        tools.insert(tools.index("lawtap-full") + 1, FLOOR_TOOL)
     WORK.mkdir(parents=True, exist_ok=True)
 
     peers = ensure_peers(tools, allow_install=not a.no_install)
