@@ -37,7 +37,7 @@ def scan(messages: list[bytes]):
 
 def check_against_parser(messages: list[bytes]) -> int:
     """Every accepted message matches the parser; returns how many were accepted."""
-    out, names, answers, answer_offs, ttls, texts_array = scan(messages)
+    out, names, answers, answer_offs, ttls, texts_array, _ = scan(messages)
     assert texts_array.to_pylist() == [answers[answer_offs[j]:answer_offs[j + 1]] for j in range(len(ttls))]
     accepted = 0
     for msg, row in zip(messages, out.tolist()):
@@ -254,3 +254,29 @@ def test_same_spans_is_slice_equality(text, spans) -> None:
              for a, b, c, d in spans]
     cols = [np.array([s[i] for s in spans], dtype=np.int64) for i in range(4)]
     assert _same_spans(text, *cols).tolist() == [text[a:b] == text[c:d] for a, b, c, d in spans]
+    buf = np.frombuffer(text.encode("ascii"), dtype=np.uint8)
+    assert _same_spans(buf, *cols).tolist() == [text[a:b] == text[c:d] for a, b, c, d in spans]
+
+
+@given(st.text(alphabet="ab.-", max_size=60), st.lists(st.tuples(st.integers(0, 60), st.integers(0, 60)), max_size=20))
+@settings(max_examples=300, deadline=None)
+def test_spans_as_strings_is_str_slicing(text, spans) -> None:
+    """The query column, copied by a kernel from the batch's names, is str slicing's."""
+    from lawtap.analyzers.dns import _spans_as_strings
+
+    spans = [(min(a, len(text)), min(max(a, b), len(text))) for a, b in spans]
+    starts = np.array([a for a, _ in spans], dtype=np.int64)
+    ends = np.array([b for _, b in spans], dtype=np.int64)
+    buf = np.frombuffer(text.encode("ascii"), dtype=np.uint8).copy()
+    assert _spans_as_strings(buf, starts, ends).to_pylist() == [text[a:b] for a, b in spans]
+
+
+@given(st.lists(st.text(max_size=12), max_size=8), st.lists(st.integers(-3, 10), max_size=40))
+@settings(max_examples=300, deadline=None)
+def test_strings_by_code_is_indexing(names, codes) -> None:
+    """The conn columns' name lookup: ``names[code]``, null for a negative code."""
+    from lawtap.flows.engine import strings_by_code
+
+    codes = [c for c in codes if c < len(names)]
+    got = strings_by_code(names, np.array(codes, dtype=np.int64)).to_pylist()
+    assert got == [names[c] if c >= 0 else None for c in codes]

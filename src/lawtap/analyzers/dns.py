@@ -1091,10 +1091,11 @@ def _response(pending: deque, proto: str, p: Parsed, ts: float, tag: Any, record
     records.append((tag, rec))
 
 
-def _same_spans(text: str, a0: np.ndarray, a1: np.ndarray, b0: np.ndarray, b1: np.ndarray) -> np.ndarray:
-    """``text[a0[i]:a1[i]] == text[b0[i]:b1[i]]`` for every i (ASCII ``text``), with numpy:
-    a query's name against its response's, for tens of thousands of pairs a batch."""
-    buf = np.frombuffer(text.encode("ascii"), dtype=np.uint8)
+def _same_spans(text: str | np.ndarray, a0: np.ndarray, a1: np.ndarray, b0: np.ndarray, b1: np.ndarray) -> np.ndarray:
+    """``text[a0[i]:a1[i]] == text[b0[i]:b1[i]]`` for every i (ASCII ``text``, or its bytes as
+    uint8), with numpy: a query's name against its response's, for tens of thousands of pairs a
+    batch."""
+    buf = text if isinstance(text, np.ndarray) else np.frombuffer(text.encode("ascii"), dtype=np.uint8)
     la = a1 - a0
     same = la == b1 - b0
     idx = np.flatnonzero(same & (la > 0))
@@ -1104,6 +1105,19 @@ def _same_spans(text: str, a0: np.ndarray, a1: np.ndarray, b0: np.ndarray, b1: n
         differ = buf[np.repeat(a0[idx], lens) + pos] != buf[np.repeat(b0[idx], lens) + pos]
         same[idx] = np.add.reduceat(differ, np.cumsum(lens) - lens) == 0
     return same
+
+
+def _spans_as_strings(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> pa.Array:
+    """``buf[starts[i]:ends[i]]`` (ASCII) for every i, as an Arrow string column, copied by a
+    kernel: a batch's query names, without a Python string each."""
+    from lawtap.streams.gather import gather_payloads
+
+    lens = np.ascontiguousarray(ends - starts, dtype=np.int64)
+    offsets = np.zeros(lens.shape[0] + 1, dtype=np.int32)
+    np.cumsum(lens, out=offsets[1:])
+    data = np.empty(int(offsets[-1]), dtype=np.uint8)
+    gather_payloads(buf, np.ascontiguousarray(starts, dtype=np.int64), lens, data)
+    return pa.StringArray.from_buffers(lens.shape[0], pa.py_buffer(offsets), pa.py_buffer(data))
 
 
 class DnsFlows:
@@ -1156,7 +1170,7 @@ class DnsFlows:
         twos = twos[ok[twos] & ok[twos + 1] & ~response[twos] & response[twos + 1]
                     & (out[twos, K.K_ID] == out[twos + 1, K.K_ID])]
         if len(twos):
-            twos = twos[_same_spans(scanned.names, out[twos, K.K_NAME0], out[twos, K.K_NAME1],
+            twos = twos[_same_spans(scanned.name_bytes, out[twos, K.K_NAME0], out[twos, K.K_NAME1],
                                     out[twos + 1, K.K_NAME0], out[twos + 1, K.K_NAME1])]
         ones = starts[(sizes == 1) & stateless]
         ones = ones[ok[ones] & response[ones]]
@@ -1189,8 +1203,7 @@ class DnsFlows:
         rtt = times[resp] - times[first]
         is_orig = origs[first] != 0
         src_hi, src_lo, dst_hi, dst_lo = (addrs[first, c] for c in range(4))
-        names = scanned.names
-        query = [names[a:b] for a, b in zip(out[first, K.K_NAME0].tolist(), out[first, K.K_NAME1].tolist())]
+        query = _spans_as_strings(scanned.name_bytes, out[first, K.K_NAME0], out[first, K.K_NAME1])
         a0 = out[resp, K.K_ANS0]
         counts = out[resp, K.K_ANS1] - a0
         list_offs = np.zeros(len(first) + 1, dtype=np.int32)

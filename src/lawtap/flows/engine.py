@@ -140,22 +140,25 @@ def fixed_width_strings(chars: np.ndarray) -> pa.Array:
 def strings_by_code(names: Sequence[str], codes: np.ndarray) -> pa.Array:
     """``names[code]`` for each row as a string column, null where ``code`` < 0.
 
-    Why not ``take`` on a names array: the conn columns (proto, service, conn_state) are built
-    this way for every batch, and Arrow's Python compute module costs 50 ms to import; here
-    numpy gathers rows of a NUL-padded name table and keeps each row's leading bytes.
+    Why not ``take`` on a names array: the conn columns (proto, service, conn_state, history)
+    are built this way for every batch, and Arrow's Python compute module costs 50 ms to
+    import; here a kernel copies each row's name from the names laid end to end.
     """
+    from lawtap.streams.gather import gather_payloads
+
     n = codes.shape[0]
     encoded = [name.encode() for name in names] or [b""]
     lengths = np.array([len(e) for e in encoded], dtype=np.int64)
-    table = np.zeros((len(encoded), max(1, int(lengths.max()))), dtype=np.uint8)
-    for i, e in enumerate(encoded):
-        table[i, : len(e)] = np.frombuffer(e, dtype=np.uint8)
+    starts = np.zeros(len(encoded), dtype=np.int64)
+    np.cumsum(lengths[:-1], out=starts[1:])
+    blob = np.frombuffer(b"".join(encoded) or b"\0", dtype=np.uint8).copy()  # (writable: the kernel's)
     valid = codes >= 0
     safe = np.where(valid, codes, 0)
     row_len = np.where(valid, lengths[safe], 0)
     offsets = np.zeros(n + 1, dtype=np.int32)
     np.cumsum(row_len, out=offsets[1:])
-    data = table[safe][np.arange(table.shape[1]) < row_len[:, None]]
+    data = np.empty(int(offsets[-1]), dtype=np.uint8)
+    gather_payloads(blob, np.ascontiguousarray(starts[safe]), np.ascontiguousarray(row_len, dtype=np.int64), data)
     if valid.all():
         return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(data))
     bitmap = pa.py_buffer(np.packbits(valid, bitorder="little"))
