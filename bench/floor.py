@@ -33,6 +33,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 READ_CHUNK = 32 << 20
@@ -88,26 +89,37 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--case", type=Path, required=True, help="a finished every-analyzer case")
     ap.add_argument("--pcap", type=Path, required=True, help="the capture it was made from")
-    ap.add_argument("--out", type=Path, help="where to write the artifacts (default: WORK/floor-artifacts)")
+    ap.add_argument("--out", type=Path, help="where to write the artifacts (default: floor-artifacts beside the case)")
     args = ap.parse_args()
     if not (args.case / "files.parquet").is_file():
         print(f"floor: {args.case} has no files.parquet", file=sys.stderr)
+        return 2
+    if not args.pcap.is_file():
+        print(f"floor: no capture at {args.pcap}", file=sys.stderr)
         return 2
     out = args.out or args.case.parent / "floor-artifacts"
     if out.exists():  # (deleting it here would slow this run: see clear_outputs in bench/run.py)
         print(f"floor: {out} exists; move it away first", file=sys.stderr)
         return 2
-    out.mkdir(parents=True)
-    objects = load_objects(args.case)
-    for k in range(256):
-        (out / f"{k:02x}").mkdir()
-    os.sync()
+    try:
+        objects = load_objects(args.case)
+    except (OSError, pa.ArrowException) as e:  # an unfinished case, a missing artifact
+        print(f"floor: cannot read {args.case}: {e}", file=sys.stderr)
+        return 2
     written: set[str] = set()
-    cpu0, t0 = cpu_seconds(), time.perf_counter()
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        stored = pool.map(lambda o: hash_and_store(*o, out, written), objects)
-        read = read_capture(args.pcap)
-        stored_bytes = sum(stored)
+    try:
+        out.mkdir(parents=True)
+        for k in range(256):
+            (out / f"{k:02x}").mkdir()
+        os.sync()
+        cpu0, t0 = cpu_seconds(), time.perf_counter()
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            stored = pool.map(lambda o: hash_and_store(*o, out, written), objects)
+            read = read_capture(args.pcap)
+            stored_bytes = sum(stored)
+    except OSError as e:  # (a full disk, say)
+        print(f"floor: {e}", file=sys.stderr)
+        return 2
     wall, cpu = time.perf_counter() - t0, cpu_seconds() - cpu0
     cores = len(os.sched_getaffinity(0))
     wire = sum(len(d) for d, derived, _ in objects if not derived)
