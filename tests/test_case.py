@@ -772,3 +772,25 @@ def test_background_threads_run_at_a_lower_priority() -> None:
     with ThreadPoolExecutor(max_workers=1, initializer=lower_priority) as pool:
         assert pool.submit(niceness).result() == min(before + BACKGROUND_NICENESS, 19)
     assert niceness() == before  # the calling thread keeps its own
+
+
+def test_an_analysis_run_does_not_import_pyarrow_compute(tmp_path: Path) -> None:
+    """Timestamps are views, not casts, and the lane's conn rows are split before their batch is
+    built: importing pyarrow.compute cost each process of a run about 0.16 s (it wraps every
+    Arrow function, parsing its docs). Only --json's formatting needs it."""
+    import os
+    import subprocess
+    import sys
+
+    from lawtap.generate import generate_capture
+
+    cap = tmp_path / "mix.pcap"
+    generate_capture(cap, 3, 200)
+    code = ("import sys\nfrom lawtap.nopandas import keep_pandas_out\nkeep_pandas_out()  # (as the CLI does)\n"
+            "from lawtap.pipeline import run_analysis\nfrom lawtap.sources import open_capture\n"
+            f"run_analysis([open_capture({str(cap)!r})], {str(tmp_path / 'case')!r}, progress=False)\n"
+            "print('pyarrow.compute' in sys.modules)")
+    env = {**os.environ, "LAWTAP_LANE": "1"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-500:]
+    assert out.stdout.strip().splitlines()[-1] == "False"

@@ -37,7 +37,7 @@ def scan(messages: list[bytes]):
 
 def check_against_parser(messages: list[bytes]) -> int:
     """Every accepted message matches the parser; returns how many were accepted."""
-    out, names, answers, answer_offs, ttls, texts_array, _ = scan(messages)
+    out, names, answers, answer_offs, ttls, texts_array, *_ = scan(messages)
     assert texts_array.to_pylist() == [answers[answer_offs[j]:answer_offs[j + 1]] for j in range(len(ttls))]
     accepted = 0
     for msg, row in zip(messages, out.tolist()):

@@ -16,7 +16,7 @@ from typing import Any
 import pyarrow as pa
 
 from lawtap.analyzers.base import ConnInfo, FileObject
-from lawtap.records import FILES
+from lawtap.records import FILES, as_timestamps
 from lawtap.threads import lower_priority
 
 
@@ -173,7 +173,7 @@ def files_batch(items: list[tuple[int, ConnInfo, FileObject]], uids: list[str], 
             }
         )
     table = pa.Table.from_pylist(rows, schema=FILES.set(0, pa.field("ts", pa.int64())))
-    ts = table.column("ts").cast(pa.timestamp("us", tz="UTC"))
+    ts = as_timestamps(table.column("ts").combine_chunks(), FILES.field("ts").type)
     return table.set_column(0, FILES.field("ts"), ts).to_batches()[0] if rows else pa.RecordBatch.from_pylist([], schema=FILES)
 
 

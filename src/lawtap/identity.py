@@ -58,6 +58,7 @@ from typing import Any
 import pyarrow as pa
 
 from lawtap.analyzers.base import COMMON_FIELDS
+from lawtap.records import as_timestamps
 
 TS = pa.timestamp("us", tz="UTC")
 
@@ -668,7 +669,7 @@ class IdentityResolver:
         t = pa.Table.from_pylist(rows, schema=raw)
         for name in ("ts_start", "ts_end"):
             i = schema.get_field_index(name)
-            t = t.set_column(i, schema.field(name), t.column(name).cast(TS))
+            t = t.set_column(i, schema.field(name), as_timestamps(t.column(name).combine_chunks(), TS))
         return t
 
 

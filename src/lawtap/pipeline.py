@@ -22,7 +22,7 @@ from lawtap.decode import kernel as dk
 from lawtap.decode.defrag import Defragmenter
 from lawtap.errors import LawtapError
 from lawtap.flows.engine import FlowEngine
-from lawtap.records import PACKETS, WEIRD
+from lawtap.records import PACKETS, WEIRD, as_timestamps
 from lawtap.sources.batch import PacketBatch
 
 if TYPE_CHECKING:
@@ -62,7 +62,7 @@ def weird_batch(names: list[str], source: str, *, ts_us=None, uids=None, details
         return pa.array(values if values is not None else [None] * n, type=typ)
 
     return pa.RecordBatch.from_arrays(
-        [col(ts_us, pa.int64()).cast(WEIRD.field("ts").type), col(uids, pa.string()), pa.array(names, pa.string()),
+        [as_timestamps(col(ts_us, pa.int64()), WEIRD.field("ts").type), col(uids, pa.string()), pa.array(names, pa.string()),
          col(details, pa.string()), pa.array([source] * n, pa.string()), col(frames, pa.int64()),
          col(files, pa.string()), col(offsets, pa.int64())],
         schema=WEIRD,
@@ -322,16 +322,16 @@ class Analyzer:
         self.lane = lane
         self.dispatcher.role = "main"
         self._held_conn: list[tuple[int, pa.RecordBatch]] = []  # (batch number, the lane's flows' conn rows)
+        # The engine builds the conn rows of the lane's flows apart (their service is the
+        # lane's to say): _hold_lane_conn keeps them until the lane has answered.
+        self.engine.owned_rows = self.dispatcher.conn_rows_owned
 
-    def _hold_lane_conn(self, rb: pa.RecordBatch) -> pa.RecordBatch:
-        """Keep aside the conn rows of the lane's flows (their service is the lane's to say);
-        return this process's."""
-        ours = self.dispatcher.conn_rows_owned(rb.column("fid").to_numpy(), rb.column("ip_proto").to_numpy().astype(np.int64))
-        if ours.all():
-            return rb
-        # (the share of the batch they ended in is sent after them: :meth:`process`)
-        self._held_conn.append((self.lane.granted + 1, rb.filter(pa.array(~ours))))
-        return rb.filter(pa.array(ours))
+    def _hold_lane_conn(self) -> None:
+        """Keep aside the conn rows of the lane's flows the engine built since the last call."""
+        held, self.engine.held_conn_batches = self.engine.held_conn_batches, []
+        for rb in held:
+            # (the share of the batch they ended in is sent after them: :meth:`process`)
+            self._held_conn.append((self.lane.granted + 1, rb))
 
     def _lane_conn(self, lane, final: bool = False) -> Iterator[tuple[str, pa.RecordBatch]]:
         """The held conn rows of the lane's flows, once the lane has analyzed the batch they
@@ -379,9 +379,9 @@ class Analyzer:
             self.dispatcher.end(ended, self._last_ts / 1e9)
             yield from self._analyzer_records()
         conn, tun = self.engine.take_records()
+        if self.lane is not None:
+            self._hold_lane_conn()
         for rb in conn:
-            if self.lane is not None:
-                rb = self._hold_lane_conn(rb)
             self.stats.flows += rb.num_rows
             yield "conn", rb
         for rb in tun:
@@ -573,7 +573,7 @@ def _record_table(schema: pa.Schema, items: list, default_ts: float) -> pa.Table
     ts = np.array([f.get("ts") or default_ts for f in fields], dtype=np.float64)
     ts_field = schema.field("ts")
     cols: dict[str, object] = {
-        "ts": pa.array((ts * 1e6).astype(np.int64)).cast(ts_field.type),
+        "ts": as_timestamps(pa.array((ts * 1e6).astype(np.int64)), ts_field.type),
         "uid": [c.uid for c in conns],
         "id.orig_h": [c.orig_h for c in conns],
         "id.orig_p": [c.orig_p for c in conns],

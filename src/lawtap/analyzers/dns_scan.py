@@ -230,6 +230,7 @@ class Scanned(NamedTuple):
     ttls: np.ndarray  # answer j's TTL
     answer_texts: pa.Array  # the same texts as an Arrow string array (answer j at j)
     name_bytes: np.ndarray  # ``names`` as bytes (uint8)
+    answer_bytes: np.ndarray  # ``answers`` as bytes (uint8)
 
 
 def scan_messages(data: np.ndarray, offs: np.ndarray, lens: np.ndarray) -> Scanned:
@@ -250,4 +251,4 @@ def scan_messages(data: np.ndarray, offs: np.ndarray, lens: np.ndarray) -> Scann
     texts = pa.StringArray.from_buffers(n_answers, pa.py_buffer(offsets.astype(np.int32)),
                                         pa.py_buffer(answers[:used_answers].copy()))
     return Scanned(out, names[:used_names].tobytes().decode("ascii"), answers[:used_answers].tobytes().decode("ascii"),
-                   offsets, ttls[:n_answers], texts, names[:used_names])
+                   offsets, ttls[:n_answers], texts, names[:used_names], answers[:used_answers])
