@@ -37,8 +37,12 @@ def scan(messages: list[bytes]):
 
 def check_against_parser(messages: list[bytes]) -> int:
     """Every accepted message matches the parser; returns how many were accepted."""
-    out, names, answers, answer_offs, ttls, texts_array, *_ = scan(messages)
+    from lawtap.analyzers.dns import _spans_as_strings
+
+    out, names, answers, answer_offs, ttls, name_bytes, answer_bytes = scan(messages)
+    texts_array = _spans_as_strings(answer_bytes, answer_offs[:-1], answer_offs[1:])  # (the answers column's way)
     assert texts_array.to_pylist() == [answers[answer_offs[j]:answer_offs[j + 1]] for j in range(len(ttls))]
+    assert name_bytes.tobytes().decode("ascii") == names
     accepted = 0
     for msg, row in zip(messages, out.tolist()):
         if not row[K_OK]:

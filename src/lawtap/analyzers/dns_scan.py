@@ -21,7 +21,6 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
-import pyarrow as pa
 
 from lawtap.flows.table import ipv4_chars, ipv6_chars
 from lawtap.jit import njit
@@ -228,7 +227,6 @@ class Scanned(NamedTuple):
     answers: str  # the answers' texts, back to back
     answer_offs: np.ndarray  # answer j is answers[answer_offs[j]:answer_offs[j + 1]]
     ttls: np.ndarray  # answer j's TTL
-    answer_texts: pa.Array  # the same texts as an Arrow string array (answer j at j)
     name_bytes: np.ndarray  # ``names`` as bytes (uint8)
     answer_bytes: np.ndarray  # ``answers`` as bytes (uint8)
 
@@ -247,8 +245,5 @@ def scan_messages(data: np.ndarray, offs: np.ndarray, lens: np.ndarray) -> Scann
         used_names, used_answers, n_answers = scan(data, np.ascontiguousarray(offs, dtype=np.int64),
                                                    np.ascontiguousarray(lens, dtype=np.int64), out, names, answers,
                                                    answer_offs, ttls, PLAIN)
-    offsets = answer_offs[: n_answers + 1]
-    texts = pa.StringArray.from_buffers(n_answers, pa.py_buffer(offsets.astype(np.int32)),
-                                        pa.py_buffer(answers[:used_answers].copy()))
     return Scanned(out, names[:used_names].tobytes().decode("ascii"), answers[:used_answers].tobytes().decode("ascii"),
-                   offsets, ttls[:n_answers], texts, names[:used_names], answers[:used_answers])
+                   answer_offs[: n_answers + 1], ttls[:n_answers], names[:used_names], answers[:used_answers])
