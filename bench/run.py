@@ -767,15 +767,19 @@ def summarize(tool: str, task: str, cmd: list[str], runs: list[Run], packets: in
     return entry
 
 
+def lawtap_mode_for(name: str) -> str:
+    """The lawtap run a tool is compared with: every analyzer for the reconstruction peers (and
+    the output floor), flows + DPI for the flow peers."""
+    return "lawtap-full" if name in RECONSTRUCT_TOOLS or name == FLOOR_TOOL else "lawtap"
+
+
 def ratios(tools: dict, key: str = "pps") -> dict:
     """lawtap's rate over each peer's (key "pps_per_cpu_s": per CPU-second, robust to a busy machine)."""
     out = {}
     for name, t in tools.items():
         if name.startswith("lawtap"):
             continue
-        # Reconstruction peers are compared with lawtap running every analyzer; flow peers with
-        # lawtap's flows + DPI mode.
-        law = tools.get("lawtap-full" if name in RECONSTRUCT_TOOLS or name == FLOOR_TOOL else "lawtap")
+        law = tools.get(lawtap_mode_for(name))
         if law and law.get("status") == "ok" and law.get(key) and t.get("status") == "ok" and t.get(key):
             out[name] = round(law[key] / t[key], 3)
         else:
@@ -788,7 +792,7 @@ def ratio_text(name: str, tools: dict, rat: dict | None) -> str:
         return "-"
     if name.startswith("lawtap"):
         return "1.00x" if tools[name].get("status") == "ok" else "-"
-    law = tools.get("lawtap-full" if name in RECONSTRUCT_TOOLS or name == FLOOR_TOOL else "lawtap")
+    law = tools.get(lawtap_mode_for(name))
     if law is None:
         return "n/a (lawtap not run)"
     if law.get("status") != "ok":
