@@ -58,9 +58,7 @@ from typing import Any
 import pyarrow as pa
 
 from lawtap.analyzers.base import COMMON_FIELDS
-from lawtap.records import as_timestamps
-
-TS = pa.timestamp("us", tz="UTC")
+from lawtap.records import TS, as_timestamps
 
 _COMMON = COMMON_FIELDS  # lawtap.analyzers.base
 
